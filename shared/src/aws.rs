@@ -1,0 +1,55 @@
+//! AWS clients from the SDK's standard configuration: `AWS_REGION`, the standard credential chain
+//! (an instance profile on EC2) and `AWS_ENDPOINT_URL` (LocalStack, moto or another emulator), so
+//! one binary talks to AWS or an emulator unchanged.
+
+use aws_config::BehaviorVersion;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::result::SdkError;
+
+/// Loads the shared SDK configuration from the environment.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// A one-line description of an SDK error: the service's code and message when it answered,
+/// otherwise the transport failure. Never includes request bodies.
+pub fn error_text<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            match (err.code(), err.message()) {
+                (Some(c), Some(m)) => format!("{c}: {m}"),
+                (Some(c), None) => c.to_owned(),
+                _ => err.to_string(),
+            }
+        }
+        SdkError::TimeoutError(_) => "timed out".to_owned(),
+        SdkError::DispatchFailure(d) => {
+            if d.is_io() {
+                "connection failed (I/O)".to_owned()
+            } else if d.is_timeout() {
+                "connection timed out".to_owned()
+            } else {
+                format!("dispatch failure: {}", aws_smithy_types::error::display::DisplayErrorContext(e))
+            }
+        }
+        SdkError::ResponseError(_) => "unreadable response".to_owned(),
+        SdkError::ConstructionFailure(_) => "request could not be built".to_owned(),
+        _ => "unknown SDK error".to_owned(),
+    }
+}
+
+/// The service's error code, if the service answered.
+pub fn error_code<E, R>(e: &SdkError<E, R>) -> Option<&str>
+where
+    E: ProvideErrorMetadata,
+{
+    match e {
+        SdkError::ServiceError(se) => se.err().code(),
+        _ => None,
+    }
+}
