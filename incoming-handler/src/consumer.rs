@@ -1,0 +1,170 @@
+//! The receive loop shared by the four queue consumers, and what every consumer does with a
+//! message once judged: delete it (applied or rejected), dead-letter it (malformed), or release
+//! it (not applied before the drain deadline).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use buttonparty::backoff::Backoff;
+use buttonparty::messages::Malformed;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+use crate::inflight::{Held, InFlight};
+use crate::queue::Queue;
+use crate::stats::Stats;
+
+/// What a consumer does with the messages of one receive.
+pub trait Sink: Send + Sync + 'static {
+    /// Handles the messages of a receive that started at `started` and asked for `asked`
+    /// messages (`msgs` may be empty). Must delete, dead-letter, release or keep each one.
+    fn handle(
+        &self,
+        started: Instant,
+        asked: usize,
+        msgs: Vec<Held>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// One receiver of one queue.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    /// The queue.
+    pub queue: Queue,
+    /// Held-message registry and bound.
+    pub inflight: InFlight,
+    /// Database health: no receiving while unhealthy.
+    pub health: Health,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Long-poll wait.
+    pub wait: Duration,
+    /// Messages per receive (1–10).
+    pub batch: u32,
+    /// Delay policy after a failed receive.
+    pub backoff: Backoff,
+    /// Progress marker for the watchdog.
+    pub progress: Arc<crate::Progress>,
+}
+
+impl Receiver {
+    /// Receives until `stop` is cancelled, handing each receive's messages to `sink`.
+    pub async fn run<S: Sink>(self, sink: Arc<S>, stop: CancellationToken) {
+        let mut delays = self.backoff.iter();
+        let mut failing = false;
+        loop {
+            self.progress.tick();
+            if !self.health.is_healthy() {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::timeout(Duration::from_secs(1), self.health.wait_healthy()) => continue,
+                }
+            }
+            let permits = tokio::select! {
+                _ = stop.cancelled() => break,
+                p = tokio::time::timeout(Duration::from_secs(1), self.inflight.reserve(self.batch)) => match p {
+                    Ok(p) => p,
+                    Err(_) => continue,
+                },
+            };
+            let started = Instant::now();
+            let received = tokio::select! {
+                _ = stop.cancelled() => break,
+                r = self.queue.receive(self.batch as i32, self.wait) => r,
+            };
+            match received {
+                Ok(msgs) => {
+                    if failing {
+                        tracing::info!(queue = %self.queue.kind, "queue reachable again");
+                        failing = false;
+                    }
+                    delays.reset();
+                    self.stats.received(self.queue.kind, msgs.len());
+                    let held = self.inflight.hold(self.queue.kind, msgs, permits);
+                    sink.handle(started, self.batch as usize, held).await;
+                }
+                Err(e) => {
+                    drop(permits);
+                    let delay = delays.next().unwrap_or(self.backoff.max);
+                    if !failing {
+                        tracing::warn!(queue = %self.queue.kind, error = %e, "receive failed; backing off");
+                        failing = true;
+                    } else {
+                        tracing::debug!(queue = %self.queue.kind, error = %e, retry_in_ms = delay.as_millis() as u64, "receive failed again");
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        tracing::debug!(queue = %self.queue.kind, "receiver stopped");
+    }
+}
+
+/// Deletes messages that were applied or rejected. A refused entry (stale receipt handle: the
+/// message was redelivered meanwhile) is counted and logged; the redelivery is harmless because
+/// applying is idempotent.
+pub async fn delete(queue: &Queue, stats: &Stats, msgs: Vec<Held>) {
+    if msgs.is_empty() {
+        return;
+    }
+    let entries: Vec<(&str, &str)> = msgs
+        .iter()
+        .map(|h| (h.msg.message_id.as_str(), h.msg.receipt_handle.as_str()))
+        .collect();
+    let mut delays = Backoff::default().iter();
+    for attempt in 1..=5 {
+        match queue.delete(&entries).await {
+            Ok(outcome) => {
+                if !outcome.failed.is_empty() {
+                    stats.delete_failed(outcome.failed.len());
+                    for (id, code) in &outcome.failed {
+                        tracing::warn!(queue = %queue.kind, message_id = %id, code = %code, "delete refused (stale receipt handle?); a redelivery will be recognised as a duplicate");
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(queue = %queue.kind, error = %e, attempt, "delete failed; retrying");
+                tokio::time::sleep(delays.next().unwrap_or_default()).await;
+            }
+        }
+    }
+    tracing::warn!(queue = %queue.kind, messages = entries.len(), "could not delete applied messages; their redelivery will be recognised as duplicates");
+}
+
+/// Makes messages visible again at once (drain deadline reached before they were applied).
+pub async fn release(queue: &Queue, msgs: Vec<Held>) {
+    if msgs.is_empty() {
+        return;
+    }
+    let receipts: Vec<&str> = msgs.iter().map(|h| h.msg.receipt_handle.as_str()).collect();
+    match queue.set_visibility(&receipts, Duration::ZERO).await {
+        Ok(_) => tracing::info!(queue = %queue.kind, messages = receipts.len(), "released unapplied messages for redelivery"),
+        Err(e) => tracing::warn!(queue = %queue.kind, error = %e, "could not release messages; they reappear after the visibility timeout"),
+    }
+}
+
+/// A malformed message: logged at warn level with its id and reason (never its body or token),
+/// copied to the dead-letter queue with the reason, then deleted. If the copy fails the message
+/// is kept (it will be redelivered and tried again), so nothing is lost.
+pub async fn dead_letter(queue: &Queue, stats: &Stats, held: Held, reason: &Malformed) {
+    stats.malformed();
+    tracing::warn!(
+        queue = %queue.kind,
+        message_id = %held.msg.message_id,
+        reason = %reason,
+        code = reason.code(),
+        "malformed message: moving it to the dead-letter queue"
+    );
+    match queue.dead_letter(&held.msg, reason).await {
+        Ok(_) => delete(queue, stats, vec![held]).await,
+        Err(e) => {
+            tracing::warn!(queue = %queue.kind, message_id = %held.msg.message_id, error = %e, "could not copy the malformed message to the dead-letter queue; it will be retried");
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Counters, and the one info line a minute that reports them.
+//!
+//! `stats received=… applied=… rejected{…} malformed=… deferred=… batches=… batch_avg=…
+//! batch_max=… db_ms_avg=… db_ms_max=… held=…`: counts since the previous line.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::queue::QueueKind;
+
+#[derive(Debug, Default, Clone)]
+struct Counts {
+    received: u64,
+    applied: u64,
+    rejected: BTreeMap<&'static str, u64>,
+    malformed: u64,
+    deferred: u64,
+    batches: u64,
+    batch_items: u64,
+    batch_max: u64,
+    db_calls: u64,
+    db_total: Duration,
+    db_max: Duration,
+    delete_failed: u64,
+    heartbeats: u64,
+    db_retries: u64,
+}
+
+/// Counters shared by every task of the handler.
+#[derive(Debug, Default)]
+pub struct Stats {
+    since_last: Mutex<Counts>,
+    total: Mutex<Counts>,
+}
+
+/// A copy of the totals since start, for tests and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Messages received.
+    pub received: u64,
+    /// Messages applied (state changed).
+    pub applied: u64,
+    /// Messages judged and rejected, all reasons.
+    pub rejected: u64,
+    /// Malformed messages.
+    pub malformed: u64,
+    /// Database batches committed.
+    pub batches: u64,
+    /// Delete entries the queue refused (stale receipt handles).
+    pub delete_failed: u64,
+    /// Database transactions retried.
+    pub db_retries: u64,
+}
+
+impl Stats {
+    fn with(&self, f: impl Fn(&mut Counts)) {
+        if let Ok(mut c) = self.since_last.lock() {
+            f(&mut c);
+        }
+        if let Ok(mut c) = self.total.lock() {
+            f(&mut c);
+        }
+    }
+
+    /// Messages received from a queue.
+    pub fn received(&self, _queue: QueueKind, n: usize) {
+        self.with(|c| c.received += n as u64);
+    }
+    /// Messages applied.
+    pub fn applied(&self, n: usize) {
+        self.with(|c| c.applied += n as u64);
+    }
+    /// A message judged and rejected for `reason`.
+    pub fn rejected(&self, reason: &'static str) {
+        self.with(|c| *c.rejected.entry(reason).or_default() += 1);
+    }
+    /// A malformed message.
+    pub fn malformed(&self) {
+        self.with(|c| c.malformed += 1);
+    }
+    /// Presses held back until the rounds or users they may depend on are read.
+    pub fn deferred(&self, n: usize) {
+        self.with(|c| c.deferred += n as u64);
+    }
+    /// A database batch of `items` committed after `took`.
+    pub fn batch(&self, items: usize, took: Duration) {
+        self.with(|c| {
+            c.batches += 1;
+            c.batch_items += items as u64;
+            c.batch_max = c.batch_max.max(items as u64);
+            c.db_calls += 1;
+            c.db_total += took;
+            c.db_max = c.db_max.max(took);
+        });
+    }
+    /// Delete entries refused by the queue.
+    pub fn delete_failed(&self, n: usize) {
+        self.with(|c| c.delete_failed += n as u64);
+    }
+    /// Visibility extensions.
+    pub fn heartbeats(&self, n: usize) {
+        self.with(|c| c.heartbeats += n as u64);
+    }
+    /// A retried database transaction.
+    pub fn db_retry(&self) {
+        self.with(|c| c.db_retries += 1);
+    }
+
+    /// Totals since start.
+    pub fn totals(&self) -> Totals {
+        let c = self.total.lock().map(|c| c.clone()).unwrap_or_default();
+        Totals {
+            received: c.received,
+            applied: c.applied,
+            rejected: c.rejected.values().sum(),
+            malformed: c.malformed,
+            batches: c.batches,
+            delete_failed: c.delete_failed,
+            db_retries: c.db_retries,
+        }
+    }
+
+    /// Logs the counts since the previous call at info level and resets them.
+    pub fn log_and_reset(&self, held: usize) {
+        let c = match self.since_last.lock() {
+            Ok(mut c) => std::mem::take(&mut *c),
+            Err(_) => return,
+        };
+        let rejected = c
+            .rejected
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let avg = |total: u64, n: u64| total.checked_div(n).unwrap_or(0);
+        tracing::info!(
+            received = c.received,
+            applied = c.applied,
+            rejected = %format!("{{{rejected}}}"),
+            malformed = c.malformed,
+            deferred = c.deferred,
+            batches = c.batches,
+            batch_avg = avg(c.batch_items, c.batches),
+            batch_max = c.batch_max,
+            db_ms_avg = avg(c.db_total.as_millis() as u64, c.db_calls),
+            db_ms_max = c.db_max.as_millis() as u64,
+            db_retries = c.db_retries,
+            delete_failed = c.delete_failed,
+            heartbeats = c.heartbeats,
+            held,
+            "stats"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_accumulate_and_interval_counts_reset() {
+        let s = Stats::default();
+        s.received(QueueKind::Press, 3);
+        s.applied(2);
+        s.rejected("too_late");
+        s.batch(2, Duration::from_millis(4));
+        s.log_and_reset(0);
+        s.applied(1);
+        let t = s.totals();
+        assert_eq!(t.received, 3);
+        assert_eq!(t.applied, 3);
+        assert_eq!(t.rejected, 1);
+        assert_eq!(t.batches, 1);
+        assert_eq!(s.since_last.lock().unwrap().applied, 1);
+    }
+}
