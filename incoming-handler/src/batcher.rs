@@ -53,8 +53,14 @@ mod tests {
             tx.send(i).await.unwrap();
         }
         let start = tokio::time::Instant::now();
-        assert_eq!(next_batch(&mut rx, LIMITS).await.unwrap(), vec![0, 1, 2, 3, 4]);
-        assert_eq!(next_batch(&mut rx, LIMITS).await.unwrap(), vec![5, 6, 7, 8, 9]);
+        assert_eq!(
+            next_batch(&mut rx, LIMITS).await.unwrap(),
+            vec![0, 1, 2, 3, 4]
+        );
+        assert_eq!(
+            next_batch(&mut rx, LIMITS).await.unwrap(),
+            vec![5, 6, 7, 8, 9]
+        );
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 

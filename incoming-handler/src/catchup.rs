@@ -40,7 +40,10 @@ impl CatchUp {
 
     /// Whether everything enqueued before `t + GRACE` has been applied.
     pub fn covers(&self, t: Instant) -> bool {
-        let need = (t + GRACE).saturating_duration_since(self.origin).as_nanos() as u64 + 1;
+        let need = (t + GRACE)
+            .saturating_duration_since(self.origin)
+            .as_nanos() as u64
+            + 1;
         self.caught_up.load(Ordering::Acquire) >= need
     }
 }
@@ -61,7 +64,10 @@ mod tests {
         let press_received = Instant::now();
         assert!(!c.covers(press_received));
         c.mark(Instant::now());
-        assert!(!c.covers(press_received), "a receive started at the same moment is not enough");
+        assert!(
+            !c.covers(press_received),
+            "a receive started at the same moment is not enough"
+        );
         tokio::time::advance(GRACE + Duration::from_millis(1)).await;
         c.mark(Instant::now());
         assert!(c.covers(press_received));

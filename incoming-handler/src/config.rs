@@ -29,6 +29,16 @@ pub enum Command {
     Migrate(MigrateArgs),
 }
 
+impl Command {
+    /// The database settings of either subcommand.
+    pub fn db(&self) -> &DatabaseSettings {
+        match self {
+            Command::Run(args) => &args.db,
+            Command::Migrate(args) => &args.db,
+        }
+    }
+}
+
 /// Settings of `migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
@@ -44,13 +54,25 @@ pub struct RunArgs {
     #[command(flatten)]
     pub db: DatabaseSettings,
     /// URL of the add-user queue.
-    #[arg(long, env = "BUTTONPARTY_ADD_USER_QUEUE_URL", value_name = "BUTTONPARTY_ADD_USER_QUEUE_URL")]
+    #[arg(
+        long,
+        env = "BUTTONPARTY_ADD_USER_QUEUE_URL",
+        value_name = "BUTTONPARTY_ADD_USER_QUEUE_URL"
+    )]
     pub add_user_queue_url: Option<String>,
     /// URL of the press queue.
-    #[arg(long, env = "BUTTONPARTY_PRESS_QUEUE_URL", value_name = "BUTTONPARTY_PRESS_QUEUE_URL")]
+    #[arg(
+        long,
+        env = "BUTTONPARTY_PRESS_QUEUE_URL",
+        value_name = "BUTTONPARTY_PRESS_QUEUE_URL"
+    )]
     pub press_queue_url: Option<String>,
     /// URL of the powerup queue.
-    #[arg(long, env = "BUTTONPARTY_POWERUP_QUEUE_URL", value_name = "BUTTONPARTY_POWERUP_QUEUE_URL")]
+    #[arg(
+        long,
+        env = "BUTTONPARTY_POWERUP_QUEUE_URL",
+        value_name = "BUTTONPARTY_POWERUP_QUEUE_URL"
+    )]
     pub powerup_queue_url: Option<String>,
     /// The timestamp queue.
     #[command(flatten)]
@@ -59,7 +81,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub topic: TopicSettings,
     /// ARN of the SNS platform application (FCM) push endpoints are created under.
-    #[arg(long, env = "BUTTONPARTY_PLATFORM_APPLICATION_ARN", value_name = "BUTTONPARTY_PLATFORM_APPLICATION_ARN")]
+    #[arg(
+        long,
+        env = "BUTTONPARTY_PLATFORM_APPLICATION_ARN",
+        value_name = "BUTTONPARTY_PLATFORM_APPLICATION_ARN"
+    )]
     pub platform_application_arn: Option<String>,
     /// Concurrent receivers on the press queue.
     #[arg(long, env = "BUTTONPARTY_PRESS_RECEIVERS", value_name = "BUTTONPARTY_PRESS_RECEIVERS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -68,7 +94,12 @@ pub struct RunArgs {
     #[arg(long, env = "BUTTONPARTY_BATCH_SIZE", value_name = "BUTTONPARTY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub batch_size: u32,
     /// How long a batch waits for more presses after its first, in milliseconds.
-    #[arg(long, env = "BUTTONPARTY_BATCH_LINGER_MS", value_name = "BUTTONPARTY_BATCH_LINGER_MS", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "BUTTONPARTY_BATCH_LINGER_MS",
+        value_name = "BUTTONPARTY_BATCH_LINGER_MS",
+        default_value_t = 20
+    )]
     pub batch_linger_ms: u64,
     /// Most messages held (received, not yet deleted) at once.
     #[arg(long, env = "BUTTONPARTY_MAX_IN_FLIGHT", value_name = "BUTTONPARTY_MAX_IN_FLIGHT", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(10..=100_000))]
@@ -78,7 +109,12 @@ pub struct RunArgs {
     #[arg(long, env = "BUTTONPARTY_CATCHUP_POLL_SECS", value_name = "BUTTONPARTY_CATCHUP_POLL_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=20))]
     pub catchup_poll_secs: u64,
     /// After SIGTERM, how long in-flight work may take before unapplied messages are released.
-    #[arg(long, env = "BUTTONPARTY_DRAIN_SECS", value_name = "BUTTONPARTY_DRAIN_SECS", default_value_t = 25)]
+    #[arg(
+        long,
+        env = "BUTTONPARTY_DRAIN_SECS",
+        value_name = "BUTTONPARTY_DRAIN_SECS",
+        default_value_t = 25
+    )]
     pub drain_secs: u64,
     /// Interval of the stats log line, in seconds.
     #[arg(long, env = "BUTTONPARTY_STATS_INTERVAL_SECS", value_name = "BUTTONPARTY_STATS_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
@@ -86,7 +122,11 @@ pub struct RunArgs {
     /// When set, the SQS message attribute that carries the player's verified identity (filled by
     /// API Gateway from the JWT authorizer's claims); the body's username is then ignored and a
     /// message without the attribute is malformed.
-    #[arg(long, env = "BUTTONPARTY_IDENTITY_ATTRIBUTE", value_name = "BUTTONPARTY_IDENTITY_ATTRIBUTE")]
+    #[arg(
+        long,
+        env = "BUTTONPARTY_IDENTITY_ATTRIBUTE",
+        value_name = "BUTTONPARTY_IDENTITY_ATTRIBUTE"
+    )]
     pub identity_attribute: Option<String>,
 }
 
@@ -129,9 +169,21 @@ impl RunArgs {
     /// Validates the settings; a missing one is named.
     pub fn config(&self) -> Result<Config, ConfigError> {
         Ok(Config {
-            add_user_queue_url: require(&self.add_user_queue_url, "BUTTONPARTY_ADD_USER_QUEUE_URL", "add-user-queue-url")?,
-            press_queue_url: require(&self.press_queue_url, "BUTTONPARTY_PRESS_QUEUE_URL", "press-queue-url")?,
-            powerup_queue_url: require(&self.powerup_queue_url, "BUTTONPARTY_POWERUP_QUEUE_URL", "powerup-queue-url")?,
+            add_user_queue_url: require(
+                &self.add_user_queue_url,
+                "BUTTONPARTY_ADD_USER_QUEUE_URL",
+                "add-user-queue-url",
+            )?,
+            press_queue_url: require(
+                &self.press_queue_url,
+                "BUTTONPARTY_PRESS_QUEUE_URL",
+                "press-queue-url",
+            )?,
+            powerup_queue_url: require(
+                &self.powerup_queue_url,
+                "BUTTONPARTY_POWERUP_QUEUE_URL",
+                "powerup-queue-url",
+            )?,
             timestamp_queue_url: self.timestamp.url()?,
             topic_arn: self.topic.topic_arn()?,
             platform_application_arn: require(

@@ -144,8 +144,12 @@ pub async fn release(queue: &Queue, msgs: Vec<Held>) {
     }
     let receipts: Vec<&str> = msgs.iter().map(|h| h.msg.receipt_handle.as_str()).collect();
     match queue.set_visibility(&receipts, Duration::ZERO).await {
-        Ok(_) => tracing::info!(queue = %queue.kind, messages = receipts.len(), "released unapplied messages for redelivery"),
-        Err(e) => tracing::warn!(queue = %queue.kind, error = %e, "could not release messages; they reappear after the visibility timeout"),
+        Ok(_) => {
+            tracing::info!(queue = %queue.kind, messages = receipts.len(), "released unapplied messages for redelivery")
+        }
+        Err(e) => {
+            tracing::warn!(queue = %queue.kind, error = %e, "could not release messages; they reappear after the visibility timeout")
+        }
     }
 }
 

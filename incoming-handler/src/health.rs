@@ -34,9 +34,15 @@ impl Health {
             if healthy {
                 tracing::info!("database reachable again: receiving resumes");
             } else {
-                tracing::warn!("database unavailable: receiving paused, held messages kept invisible");
+                tracing::warn!(
+                    "database unavailable: receiving paused, held messages kept invisible"
+                );
             }
-            buttonparty::notify::status(if healthy { "running" } else { "database unavailable, retrying" });
+            buttonparty::notify::status(if healthy {
+                "running"
+            } else {
+                "database unavailable, retrying"
+            });
         }
     }
 
@@ -68,6 +74,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
         h.set(true);
-        tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

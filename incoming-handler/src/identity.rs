@@ -61,7 +61,10 @@ mod tests {
             sent_at_ms: 0,
             received_at: Instant::now(),
             receive_count: 1,
-            attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
         }
     }
 
@@ -75,27 +78,45 @@ mod tests {
     fn identity_attribute_replaces_the_body_username() {
         let m = msg(r#"{"username":"mallory"}"#, &[("sub", "alice-sub")]);
         let b = body(Some("sub"), &m).unwrap();
-        assert_eq!(parse_press(b.as_bytes()).unwrap().username.as_str(), "alice-sub");
+        assert_eq!(
+            parse_press(b.as_bytes()).unwrap().username.as_str(),
+            "alice-sub"
+        );
         // A body without any username is fine in identity mode.
         let m = msg(r#"{"token":"t"}"#, &[("sub", "bob-sub")]);
         let b = body(Some("sub"), &m).unwrap();
-        assert_eq!(parse_add_user(b.as_bytes()).unwrap().username.as_str(), "bob-sub");
+        assert_eq!(
+            parse_add_user(b.as_bytes()).unwrap().username.as_str(),
+            "bob-sub"
+        );
         // The original app's wrapper too.
-        let m = msg(r#"{"RequestBody":{"username":"mallory","token":"t"}}"#, &[("sub", "carol")]);
+        let m = msg(
+            r#"{"RequestBody":{"username":"mallory","token":"t"}}"#,
+            &[("sub", "carol")],
+        );
         let b = body(Some("sub"), &m).unwrap();
-        assert_eq!(parse_add_user(b.as_bytes()).unwrap().username.as_str(), "carol");
+        assert_eq!(
+            parse_add_user(b.as_bytes()).unwrap().username.as_str(),
+            "carol"
+        );
     }
 
     #[test]
     fn a_message_without_the_attribute_is_malformed() {
         let m = msg(r#"{"username":"mallory"}"#, &[("other", "x")]);
-        assert!(matches!(body(Some("sub"), &m), Err(Malformed::MissingField(_))));
+        assert!(matches!(
+            body(Some("sub"), &m),
+            Err(Malformed::MissingField(_))
+        ));
     }
 
     #[test]
     fn an_invalid_identity_is_malformed() {
         let m = msg(r#"{"username":"x"}"#, &[("sub", "")]);
-        assert!(matches!(body(Some("sub"), &m), Err(Malformed::InvalidUsername(_))));
+        assert!(matches!(
+            body(Some("sub"), &m),
+            Err(Malformed::InvalidUsername(_))
+        ));
         let m = msg("not json", &[("sub", "a")]);
         assert!(matches!(body(Some("sub"), &m), Err(Malformed::NotJson(_))));
     }

@@ -196,9 +196,16 @@ mod tests {
         tokio::time::advance(Duration::from_secs(20)).await;
         let p = inflight.reserve(1).await;
         let _new = inflight.hold(QueueKind::Press, vec![msg("new")], p);
-        assert_eq!(inflight.due(QueueKind::Press, Duration::from_secs(15)), vec!["old".to_string()]);
+        assert_eq!(
+            inflight.due(QueueKind::Press, Duration::from_secs(15)),
+            vec!["old".to_string()]
+        );
         // Just extended: not due again until another half timeout has passed.
-        assert!(inflight.due(QueueKind::Press, Duration::from_secs(15)).is_empty());
+        assert!(
+            inflight
+                .due(QueueKind::Press, Duration::from_secs(15))
+                .is_empty()
+        );
         assert!(inflight.due(QueueKind::AddUser, Duration::ZERO).is_empty());
     }
 

@@ -196,17 +196,15 @@ pub async fn run_with_stats(
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         progress: progress.clone(),
     };
-    let receiver = |queue: &Queue, wait: Duration| {
-        Receiver {
-            queue: queue.clone(),
-            inflight: inflight.clone(),
-            health: health.clone(),
-            stats: stats.clone(),
-            wait,
-            batch: 10,
-            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(20)),
-            progress: progress.clone(),
-        }
+    let receiver = |queue: &Queue, wait: Duration| Receiver {
+        queue: queue.clone(),
+        inflight: inflight.clone(),
+        health: health.clone(),
+        stats: stats.clone(),
+        wait,
+        batch: 10,
+        backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(20)),
+        progress: progress.clone(),
     };
 
     let mut receivers = JoinSet::new();
@@ -311,7 +309,10 @@ pub async fn run_with_stats(
 
     shutdown.cancelled().await;
     notify::stopping();
-    tracing::info!(held = inflight.len(), "stopping: no new messages; finishing work in flight");
+    tracing::info!(
+        held = inflight.len(),
+        "stopping: no new messages; finishing work in flight"
+    );
     let deadline = tokio::spawn({
         let hard_stop = hard_stop.clone();
         let drain = config.drain;
@@ -365,7 +366,10 @@ async fn watchdog_loop(progress: Arc<Progress>, stop: CancellationToken) {
         }
         let age = progress.age();
         if age > stale_after {
-            tracing::error!(stalled_for_s = age.as_secs(), "no loop made progress; withholding the watchdog ping");
+            tracing::error!(
+                stalled_for_s = age.as_secs(),
+                "no loop made progress; withholding the watchdog ping"
+            );
         } else {
             notify::watchdog();
         }

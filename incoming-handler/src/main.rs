@@ -13,18 +13,26 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("error: {e}");
         std::process::exit(buttonparty::settings::CONFIG_EXIT_CODE);
     }
+    // Every setting is checked before anything is contacted.
+    let config = match &cli.command {
+        Command::Run(args) => Some(args.config().unwrap_or_else(|e| e.exit())),
+        Command::Migrate(_) => None,
+    };
+    cli.command.db().source().unwrap_or_else(|e| e.exit());
     let shutdown = buttonparty::shutdown::on_signals().context("installing signal handlers")?;
     let aws = buttonparty::aws::sdk_config().await;
     match cli.command {
         Command::Migrate(args) => {
-            args.db.source().unwrap_or_else(|e| e.exit());
-            let db = Database::new(&args.db, Some(&aws)).await.context("database settings")?;
-            migrate(&db, &shutdown).await.context("applying migrations")?;
+            let db = Database::new(&args.db, Some(&aws))
+                .await
+                .context("database settings")?;
+            migrate(&db, &shutdown)
+                .await
+                .context("applying migrations")?;
             tracing::info!("migrations applied");
         }
         Command::Run(args) => {
-            let config = args.config().unwrap_or_else(|e| e.exit());
-            args.db.source().unwrap_or_else(|e| e.exit());
+            let config = config.expect("validated above");
             let db = connect(&args.db, &aws, &shutdown).await?;
             let Some(db) = db else { return Ok(()) };
             let clients = Clients {

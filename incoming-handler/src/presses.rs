@@ -181,7 +181,9 @@ impl PressProcessor {
             let started = Instant::now();
             let result = self
                 .retrier
-                .run("press batch", || apply_presses(self.retrier.db.pool(), &inputs))
+                .run("press batch", || {
+                    apply_presses(self.retrier.db.pool(), &inputs)
+                })
                 .await;
             drop(inputs);
             match result {

@@ -35,8 +35,10 @@ where
     let text = error_text(e);
     match e {
         SdkError::ServiceError(se) => match se.err().code() {
-            Some("Throttling" | "ThrottledException" | "InternalError" | "InternalFailure"
-            | "ServiceUnavailable" | "KMSThrottling") => PushError::Unavailable(text),
+            Some(
+                "Throttling" | "ThrottledException" | "InternalError" | "InternalFailure"
+                | "ServiceUnavailable" | "KMSThrottling",
+            ) => PushError::Unavailable(text),
             _ => PushError::Refused(text),
         },
         _ => PushError::Unavailable(text),
@@ -125,7 +127,9 @@ impl Push {
                         }
                         PushError::Refused(_) => PushError::Refused(format!(
                             "CreatePlatformEndpoint refused ({})",
-                            e.as_service_error().and_then(|s| s.code()).unwrap_or("unknown")
+                            e.as_service_error()
+                                .and_then(|s| s.code())
+                                .unwrap_or("unknown")
                         )),
                     }),
                 }
@@ -144,7 +148,10 @@ impl Push {
         {
             Ok(out) => out.attributes.unwrap_or_default(),
             Err(e) => {
-                let code = e.as_service_error().and_then(|s| s.code()).unwrap_or_default();
+                let code = e
+                    .as_service_error()
+                    .and_then(|s| s.code())
+                    .unwrap_or_default();
                 if code == "NotFound" || code == "NotFoundException" {
                     return Ok(false);
                 }
@@ -167,9 +174,16 @@ impl Push {
                     PushError::Unavailable(_) => {
                         PushError::Unavailable("SetEndpointAttributes failed".into())
                     }
-                    PushError::Refused(_) => PushError::Refused("SetEndpointAttributes refused".into()),
+                    PushError::Refused(_) => {
+                        PushError::Refused("SetEndpointAttributes refused".into())
+                    }
                 })?;
-            tracing::debug!(endpoint, token_changed = !same_token, was_enabled = enabled, "endpoint updated");
+            tracing::debug!(
+                endpoint,
+                token_changed = !same_token,
+                was_enabled = enabled,
+                "endpoint updated"
+            );
         }
         Ok(true)
     }

@@ -291,13 +291,12 @@ impl Queue {
                 .map_err(|e| self.unavailable(error_text(&e)))?;
             outcome.deleted += out.successful.len();
             for f in out.failed {
-                let id = f
-                    .id
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|i| chunk.get(i))
-                    .map(|(id, _)| (*id).to_owned())
-                    .unwrap_or(f.id);
+                let id =
+                    f.id.parse::<usize>()
+                        .ok()
+                        .and_then(|i| chunk.get(i))
+                        .map(|(id, _)| (*id).to_owned())
+                        .unwrap_or(f.id);
                 outcome.failed.push((id, f.code));
             }
         }

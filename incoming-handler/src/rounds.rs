@@ -67,7 +67,9 @@ impl Sink for RoundSink {
             let t = Instant::now();
             match self
                 .retrier
-                .run("record rounds", || record_rounds(self.retrier.db.pool(), &good))
+                .run("record rounds", || {
+                    record_rounds(self.retrier.db.pool(), &good)
+                })
                 .await
             {
                 Ok(new) => {
@@ -77,7 +79,10 @@ impl Sink for RoundSink {
                         tracing::info!(round_id = %r.round_id, opens_at_ms = r.opens_at_ms, closes_at_ms = r.closes_at_ms, "round recorded");
                     }
                     if (new as usize) < good.len() {
-                        tracing::debug!(duplicates = good.len() - new as usize, "rounds already recorded");
+                        tracing::debug!(
+                            duplicates = good.len() - new as usize,
+                            "rounds already recorded"
+                        );
                     }
                     consumer::delete(&self.queue, &self.stats, held).await;
                 }

@@ -45,6 +45,8 @@ pub struct Totals {
     pub rejected: u64,
     /// Malformed messages.
     pub malformed: u64,
+    /// Times a press was held back for its round or player.
+    pub deferred: u64,
     /// Database batches committed.
     pub batches: u64,
     /// Delete entries the queue refused (stale receipt handles).
@@ -115,6 +117,7 @@ impl Stats {
             applied: c.applied,
             rejected: c.rejected.values().sum(),
             malformed: c.malformed,
+            deferred: c.deferred,
             batches: c.batches,
             delete_failed: c.delete_failed,
             db_retries: c.db_retries,

@@ -59,7 +59,11 @@ impl Retrier {
             let err = match attempt().await {
                 Ok(v) => {
                     if failures > 0 {
-                        tracing::info!(what, failures, "database transaction committed after retries");
+                        tracing::info!(
+                            what,
+                            failures,
+                            "database transaction committed after retries"
+                        );
                     }
                     self.health.set(true);
                     return Ok(v);

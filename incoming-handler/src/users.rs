@@ -33,19 +33,18 @@ pub async fn ensure_user(
     .await?
     .rows_affected()
         == 1;
-    let known = sqlx::query(
-        "SELECT endpoint_arn, subscription_arn FROM push_endpoints WHERE username = ?",
-    )
-    .bind(username.as_bytes())
-    .fetch_optional(&mut *tx)
-    .await?
-    .map(|row| -> Result<Registration, sqlx::Error> {
-        Ok(Registration {
-            endpoint_arn: row.try_get(0)?,
-            subscription_arn: row.try_get(1)?,
-        })
-    })
-    .transpose()?;
+    let known =
+        sqlx::query("SELECT endpoint_arn, subscription_arn FROM push_endpoints WHERE username = ?")
+            .bind(username.as_bytes())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| -> Result<Registration, sqlx::Error> {
+                Ok(Registration {
+                    endpoint_arn: row.try_get(0)?,
+                    subscription_arn: row.try_get(1)?,
+                })
+            })
+            .transpose()?;
     tx.commit().await?;
     Ok((inserted, known))
 }
@@ -134,10 +133,14 @@ impl UserSink {
         {
             match self
                 .retrier
-                .run("store push endpoint", || store_registration(pool, name, &reg))
+                .run("store push endpoint", || {
+                    store_registration(pool, name, &reg)
+                })
                 .await
             {
-                Ok(()) => tracing::debug!(username = %name, endpoint = %reg.endpoint_arn, "push endpoint stored"),
+                Ok(()) => {
+                    tracing::debug!(username = %name, endpoint = %reg.endpoint_arn, "push endpoint stored")
+                }
                 Err(StoreError::Abandoned) => return Outcome::Release,
                 Err(StoreError::Permanent(_)) => return Outcome::Keep,
             }
@@ -177,4 +180,3 @@ impl Sink for UserSink {
         }
     }
 }
-

@@ -16,7 +16,8 @@ async fn presses_score_once_and_duplicates_are_rejected() {
     let s = Stack::new().await;
     let users: Vec<String> = (0..20).map(|i| format!("player-{i}")).collect();
     s.seed_users(&users).await;
-    s.open_round("r1", Duration::from_secs(1), ROUND_WINDOW).await;
+    s.open_round("r1", Duration::from_secs(1), ROUND_WINDOW)
+        .await;
     let h = s.spawn_handler().await;
     wait_for("round recorded", Duration::from_secs(20), || async {
         s.count("SELECT COUNT(*) FROM rounds").await == 1
@@ -33,9 +34,17 @@ async fn presses_score_once_and_duplicates_are_rejected() {
     })
     .await;
     for u in &users {
-        assert_eq!(s.score(u).await, Some(1), "{u}: first press, streak 1 = 1 point");
+        assert_eq!(
+            s.score(u).await,
+            Some(1),
+            "{u}: first press, streak 1 = 1 point"
+        );
     }
-    assert_eq!(s.score("nobody").await, None, "a press never registers a player");
+    assert_eq!(
+        s.score("nobody").await,
+        None,
+        "a press never registers a player"
+    );
     assert_eq!(s.count("SELECT COUNT(*) FROM scores").await, 20);
     let t = h.stats.totals();
     assert_eq!(t.applied, 20 + 1, "20 presses + 1 round");
@@ -49,7 +58,8 @@ async fn malformed_message_in_a_batch_goes_to_the_dead_letter_queue_and_the_rest
     let s = Stack::new().await;
     let users: Vec<String> = (0..9).map(|i| format!("m-{i}")).collect();
     s.seed_users(&users).await;
-    s.open_round("r1", Duration::from_secs(1), ROUND_WINDOW).await;
+    s.open_round("r1", Duration::from_secs(1), ROUND_WINDOW)
+        .await;
     let mut bodies: Vec<String> = users.iter().map(|u| press(u)).collect();
     bodies.insert(4, r#"{"username": 42}"#.to_string());
     bodies.insert(7, "not json at all".to_string());
@@ -76,8 +86,14 @@ async fn malformed_message_in_a_batch_goes_to_the_dead_letter_queue_and_the_rest
         })
         .collect();
     reasons.sort();
-    assert!(reasons.iter().any(|r| r.contains("username")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.to_lowercase().contains("json")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("username")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.to_lowercase().contains("json")),
+        "{reasons:?}"
+    );
     assert_eq!(h.stats.totals().malformed, 2);
     h.stop().await;
     s.cleanup().await;
@@ -92,9 +108,13 @@ async fn presses_sent_before_the_round_message_is_read_still_score() {
     // The round opened a moment ago, but its timestamp message arrives only after the presses
     // were received.
     let opens = now_ms() - 500;
-    s.send_all(&s.press, &users.iter().map(|u| press(u)).collect::<Vec<_>>())
-        .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.send_all(
+        &s.press,
+        &users.iter().map(|u| press(u)).collect::<Vec<_>>(),
+    )
+    .await;
+    // Long enough for the presses to be received and judged once without their round.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let closes = opens + 60_000;
     s.timestamp
         .send(
@@ -109,6 +129,11 @@ async fn presses_sent_before_the_round_message_is_read_still_score() {
     for u in &users {
         assert_eq!(s.score(u).await, Some(1));
     }
+    assert!(
+        h.stats.totals().deferred >= 10,
+        "the presses waited for their round"
+    );
+    assert_eq!(h.stats.totals().rejected, 0);
     h.stop().await;
     s.cleanup().await;
 }
@@ -116,18 +141,26 @@ async fn presses_sent_before_the_round_message_is_read_still_score() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_press_after_the_window_or_before_any_round_is_rejected() {
     let s = Stack::new().await;
-    s.seed_users(&["late".to_string(), "norounds".to_string()]).await;
+    s.seed_users(&["late".to_string(), "norounds".to_string()])
+        .await;
     let h = s.spawn_handler().await;
     s.press.send(&s.sqs, &press("norounds")).await;
-    wait_for("judged", Duration::from_secs(20), || async { h.stats.totals().rejected == 1 }).await;
+    wait_for("judged", Duration::from_secs(20), || async {
+        h.stats.totals().rejected == 1
+    })
+    .await;
     // A round whose window closed 5 s ago.
-    s.open_round("old", Duration::from_secs(10), Duration::from_secs(5)).await;
+    s.open_round("old", Duration::from_secs(10), Duration::from_secs(5))
+        .await;
     wait_for("round", Duration::from_secs(20), || async {
         s.count("SELECT COUNT(*) FROM rounds").await == 1
     })
     .await;
     s.press.send(&s.sqs, &press("late")).await;
-    wait_for("judged", Duration::from_secs(20), || async { h.stats.totals().rejected == 2 }).await;
+    wait_for("judged", Duration::from_secs(20), || async {
+        h.stats.totals().rejected == 2
+    })
+    .await;
     assert_eq!(s.score("late").await, Some(0));
     assert_eq!(s.score("norounds").await, Some(0));
     h.stop().await;
@@ -137,11 +170,13 @@ async fn a_press_after_the_window_or_before_any_round_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaks_grow_across_rounds_and_a_missed_round_resets_them() {
     let s = Stack::new().await;
-    s.seed_users(&["steady".to_string(), "misser".to_string()]).await;
+    s.seed_users(&["steady".to_string(), "misser".to_string()])
+        .await;
     let h = s.spawn_handler().await;
     // Three rounds, one second apart; the presses are judged by their SentTimestamp.
     for (i, round) in ["a", "b", "c"].iter().enumerate() {
-        s.open_round(round, Duration::ZERO, Duration::from_millis(900)).await;
+        s.open_round(round, Duration::ZERO, Duration::from_millis(900))
+            .await;
         wait_for("round", Duration::from_secs(20), || async {
             s.count("SELECT COUNT(*) FROM rounds").await == i as i64 + 1
         })
@@ -168,7 +203,8 @@ async fn two_handlers_on_the_same_queues_give_exact_results() {
     let s = Stack::new().await;
     let users: Vec<String> = (0..300).map(|i| format!("duo-{i:03}")).collect();
     s.seed_users(&users).await;
-    s.open_round("r", Duration::from_secs(1), ROUND_WINDOW).await;
+    s.open_round("r", Duration::from_secs(1), ROUND_WINDOW)
+        .await;
     let a = s.spawn_handler().await;
     let b = s.spawn_handler().await;
     let mut bodies: Vec<String> = users.iter().map(|u| press(u)).collect();
@@ -194,7 +230,8 @@ async fn sigkill_during_a_burst_then_restart_scores_everyone_exactly_once() {
     let s = Stack::new().await;
     let users: Vec<String> = (0..1000).map(|i| format!("burst-{i:04}")).collect();
     s.seed_users(&users).await;
-    s.open_round("r", Duration::from_secs(1), Duration::from_secs(600)).await;
+    s.open_round("r", Duration::from_secs(1), Duration::from_secs(600))
+        .await;
     // 2,000 presses: every player twice.
     let mut bodies: Vec<String> = users.iter().map(|u| press(u)).collect();
     bodies.extend(users.iter().rev().map(|u| press(u)));
@@ -242,26 +279,40 @@ async fn database_cut_longer_than_the_redrive_budget_loses_nothing() {
     let upstream = "127.0.0.1:3306".parse().unwrap();
     let proxy = Proxy::start(upstream).await;
     let h = s.spawn_handler_with(s.config(), &proxy.url(&s.db)).await;
-    s.open_round("r", Duration::from_secs(1), Duration::from_secs(600)).await;
+    s.open_round("r", Duration::from_secs(1), Duration::from_secs(600))
+        .await;
     wait_for("round", Duration::from_secs(20), || async {
         s.count("SELECT COUNT(*) FROM rounds").await == 1
     })
     .await;
     proxy.cut().await;
-    s.send_all(&s.press, &users.iter().map(|u| press(u)).collect::<Vec<_>>())
-        .await;
+    s.send_all(
+        &s.press,
+        &users.iter().map(|u| press(u)).collect::<Vec<_>>(),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!(s.count("SELECT COUNT(*) FROM scores").await, 0, "nothing written while cut");
+    assert_eq!(
+        s.count("SELECT COUNT(*) FROM scores").await,
+        0,
+        "nothing written while cut"
+    );
     proxy.restore();
-    wait_for("all scored after the outage", Duration::from_secs(60), || async {
-        s.count("SELECT COUNT(*) FROM scores").await == 50
-    })
+    wait_for(
+        "all scored after the outage",
+        Duration::from_secs(60),
+        || async { s.count("SELECT COUNT(*) FROM scores").await == 50 },
+    )
     .await;
     wait_for("queue drained", Duration::from_secs(30), || async {
         s.depth(&s.press.url).await == 0
     })
     .await;
-    assert_eq!(s.depth(&s.press.dlq_url).await, 0, "nothing dead-lettered through the outage");
+    assert_eq!(
+        s.depth(&s.press.dlq_url).await,
+        0,
+        "nothing dead-lettered through the outage"
+    );
     h.stop().await;
     s.cleanup().await;
 }
@@ -269,7 +320,8 @@ async fn database_cut_longer_than_the_redrive_budget_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn powerups_need_points_and_a_repeated_request_applies_once() {
     let s = Stack::new().await;
-    s.seed_users(&["rich".to_string(), "poor".to_string()]).await;
+    s.seed_users(&["rich".to_string(), "poor".to_string()])
+        .await;
     sqlx::query("UPDATE users SET score = 200 WHERE username = 'rich'")
         .execute(&s.db.pool)
         .await
@@ -285,7 +337,8 @@ async fn powerups_need_points_and_a_repeated_request_applies_once() {
             buy("rich", "multiplier", 3.0, "a"), // tier 2: 150
             buy("rich", "MULTIPLIER", 3.0, "a"), // the client's retry: once
             buy("poor", "FREEZE", 6.0, "b"),     // 60 > 0: rejected
-            serde_json::json!({"username": "rich", "powerUpType": "EXTENDER", "level": 1.5}).to_string(), // 60 > 50: rejected
+            serde_json::json!({"username": "rich", "powerUpType": "EXTENDER", "level": 1.5})
+                .to_string(), // 60 > 50: rejected
         ],
     )
     .await;
@@ -304,7 +357,8 @@ async fn powerups_need_points_and_a_repeated_request_applies_once() {
     assert_eq!(row[0].get::<u8, _>(1), 2);
     assert_eq!(row[0].get::<i64, _>(2), 6 * 3_600_000);
     // The multiplier counts: a press in an open round now scores 1 × 3.
-    s.open_round("r", Duration::from_secs(1), ROUND_WINDOW).await;
+    s.open_round("r", Duration::from_secs(1), ROUND_WINDOW)
+        .await;
     s.press.send(&s.sqs, &press("rich")).await;
     wait_for("scored", Duration::from_secs(30), || async {
         s.count("SELECT COUNT(*) FROM scores").await == 1
@@ -319,7 +373,8 @@ async fn powerups_need_points_and_a_repeated_request_applies_once() {
 async fn add_user_registers_the_player_endpoint_and_subscription_once() {
     let s = Stack::new().await;
     let h = s.spawn_handler().await;
-    let add = |user: &str, token: &str| serde_json::json!({"username": user, "token": token}).to_string();
+    let add =
+        |user: &str, token: &str| serde_json::json!({"username": user, "token": token}).to_string();
     s.add_user.send(&s.sqs, &add("ann", "token-ann-1")).await;
     wait_for("registered", Duration::from_secs(30), || async {
         s.count("SELECT COUNT(*) FROM push_endpoints").await == 1
@@ -378,8 +433,10 @@ async fn add_user_registers_the_player_endpoint_and_subscription_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_mode_takes_the_player_from_the_message_attribute() {
     let s = Stack::new().await;
-    s.seed_users(&["verified-sub".to_string(), "mallory".to_string()]).await;
-    s.open_round("r", Duration::from_secs(1), ROUND_WINDOW).await;
+    s.seed_users(&["verified-sub".to_string(), "mallory".to_string()])
+        .await;
+    s.open_round("r", Duration::from_secs(1), ROUND_WINDOW)
+        .await;
     let mut config = s.config();
     config.identity_attribute = Some("sub".into());
     let h = s.spawn_handler_with(config, &s.db.url).await;

@@ -64,7 +64,9 @@ impl Stack {
         let q = |name: &str| {
             let sqs = sqs.clone();
             let name = format!("{base}-{name}");
-            async move { TestQueue::new(&sqs, &name, opts.visibility_secs, opts.max_receive_count).await }
+            async move {
+                TestQueue::new(&sqs, &name, opts.visibility_secs, opts.max_receive_count).await
+            }
         };
         let (add_user, press, powerup, timestamp) =
             tokio::join!(q("add"), q("press"), q("powerup"), q("ts"));
@@ -104,9 +106,12 @@ impl Stack {
 
     /// Starts a handler in this process on a database URL (the test database, or a proxy to it).
     pub async fn spawn_handler_with(&self, config: Config, db_url: &str) -> Handler {
-        let db = Database::new(&buttonparty::settings::DatabaseSettings::from_url(db_url), None)
-            .await
-            .expect("database settings");
+        let db = Database::new(
+            &buttonparty::settings::DatabaseSettings::from_url(db_url),
+            None,
+        )
+        .await
+        .expect("database settings");
         let clients = Clients {
             sqs: self.sqs.clone(),
             sns: self.sns.clone(),
@@ -114,7 +119,12 @@ impl Stack {
         };
         let shutdown = CancellationToken::new();
         let stats = Arc::new(Stats::default());
-        let task = tokio::spawn(run_with_stats(config, clients, shutdown.clone(), stats.clone()));
+        let task = tokio::spawn(run_with_stats(
+            config,
+            clients,
+            shutdown.clone(),
+            stats.clone(),
+        ));
         Handler {
             shutdown,
             task,
@@ -130,12 +140,27 @@ impl Stack {
     pub fn env(&self, config: &Config, db_url: &str) -> HashMap<String, String> {
         let mut env = HashMap::new();
         for (k, v) in [
-            ("BUTTONPARTY_ADD_USER_QUEUE_URL", config.add_user_queue_url.clone()),
-            ("BUTTONPARTY_PRESS_QUEUE_URL", config.press_queue_url.clone()),
-            ("BUTTONPARTY_POWERUP_QUEUE_URL", config.powerup_queue_url.clone()),
-            ("BUTTONPARTY_TIMESTAMP_QUEUE_URL", config.timestamp_queue_url.clone()),
+            (
+                "BUTTONPARTY_ADD_USER_QUEUE_URL",
+                config.add_user_queue_url.clone(),
+            ),
+            (
+                "BUTTONPARTY_PRESS_QUEUE_URL",
+                config.press_queue_url.clone(),
+            ),
+            (
+                "BUTTONPARTY_POWERUP_QUEUE_URL",
+                config.powerup_queue_url.clone(),
+            ),
+            (
+                "BUTTONPARTY_TIMESTAMP_QUEUE_URL",
+                config.timestamp_queue_url.clone(),
+            ),
             ("BUTTONPARTY_TOPIC_ARN", config.topic_arn.clone()),
-            ("BUTTONPARTY_PLATFORM_APPLICATION_ARN", config.platform_application_arn.clone()),
+            (
+                "BUTTONPARTY_PLATFORM_APPLICATION_ARN",
+                config.platform_application_arn.clone(),
+            ),
             ("BUTTONPARTY_DATABASE_URL", db_url.to_owned()),
             ("BUTTONPARTY_CATCHUP_POLL_SECS", "1".into()),
             ("BUTTONPARTY_LOG", "info".into()),
@@ -192,7 +217,10 @@ impl Stack {
                 "INSERT INTO users (username, score, streak, created_at_ms) ",
             );
             q.push_values(chunk, |mut b, n| {
-                b.push_bind(n.as_bytes()).push_bind(0_i64).push_bind(0_u32).push_bind(0_i64);
+                b.push_bind(n.as_bytes())
+                    .push_bind(0_i64)
+                    .push_bind(0_u32)
+                    .push_bind(0_i64);
             });
             q.build().execute(&self.db.pool).await.unwrap();
         }
@@ -221,7 +249,11 @@ impl Stack {
     }
 
     pub async fn count(&self, sql: &'static str) -> i64 {
-        sqlx::query(sql).fetch_one(&self.db.pool).await.unwrap().get(0)
+        sqlx::query(sql)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+            .get(0)
     }
 
     pub async fn depth(&self, url: &str) -> u64 {
