@@ -82,6 +82,10 @@ impl Receiver {
                     }
                     delays.reset();
                     self.stats.received(self.queue.kind, msgs.len());
+                    for m in msgs.iter().filter(|m| m.receive_count > 1) {
+                        self.stats.redelivered();
+                        tracing::debug!(queue = %self.queue.kind, message_id = %m.message_id, receive_count = m.receive_count, "redelivered message");
+                    }
                     let held = self.inflight.hold(self.queue.kind, msgs, permits);
                     sink.handle(started, self.batch as usize, held).await;
                 }

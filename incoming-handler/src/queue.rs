@@ -78,8 +78,8 @@ impl QueueError {
 /// The name of the message attribute that carries the reason on a dead-lettered copy.
 pub const REASON_ATTRIBUTE: &str = "MalformedReason";
 
-/// A received message.
-#[derive(Debug, Clone)]
+/// A received message. Its `Debug` leaves out the body (which may carry a push token).
+#[derive(Clone)]
 pub struct Message {
     /// The SQS message id (stable across redeliveries).
     pub message_id: String,
@@ -95,6 +95,17 @@ pub struct Message {
     pub receive_count: u32,
     /// The message attributes (string values only).
     pub attributes: HashMap<String, String>,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("message_id", &self.message_id)
+            .field("sent_at_ms", &self.sent_at_ms)
+            .field("receive_count", &self.receive_count)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What `DeleteMessageBatch` did for a set of messages.

@@ -25,6 +25,8 @@ struct Counts {
     delete_failed: u64,
     heartbeats: u64,
     db_retries: u64,
+    redelivered: u64,
+    access_denied: u64,
 }
 
 /// Counters shared by every task of the handler.
@@ -53,6 +55,12 @@ pub struct Totals {
     pub delete_failed: u64,
     /// Database transactions retried.
     pub db_retries: u64,
+    /// Messages received more than once (SQS redeliveries).
+    pub redelivered: u64,
+    /// Visibility extensions sent.
+    pub heartbeats: u64,
+    /// Access-denied (1045) errors from the database.
+    pub access_denied: u64,
 }
 
 impl Stats {
@@ -68,6 +76,10 @@ impl Stats {
     /// Messages received from a queue.
     pub fn received(&self, _queue: QueueKind, n: usize) {
         self.with(|c| c.received += n as u64);
+    }
+    /// A message delivered again (its receive count is above 1).
+    pub fn redelivered(&self) {
+        self.with(|c| c.redelivered += 1);
     }
     /// Messages applied.
     pub fn applied(&self, n: usize) {
@@ -104,6 +116,10 @@ impl Stats {
     pub fn heartbeats(&self, n: usize) {
         self.with(|c| c.heartbeats += n as u64);
     }
+    /// The database refused the credentials.
+    pub fn access_denied(&self) {
+        self.with(|c| c.access_denied += 1);
+    }
     /// A retried database transaction.
     pub fn db_retry(&self) {
         self.with(|c| c.db_retries += 1);
@@ -121,6 +137,9 @@ impl Stats {
             batches: c.batches,
             delete_failed: c.delete_failed,
             db_retries: c.db_retries,
+            redelivered: c.redelivered,
+            heartbeats: c.heartbeats,
+            access_denied: c.access_denied,
         }
     }
 
@@ -149,6 +168,7 @@ impl Stats {
             db_ms_avg = avg(c.db_total.as_millis() as u64, c.db_calls),
             db_ms_max = c.db_max.as_millis() as u64,
             db_retries = c.db_retries,
+            redelivered = c.redelivered,
             delete_failed = c.delete_failed,
             heartbeats = c.heartbeats,
             held,

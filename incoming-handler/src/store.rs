@@ -78,6 +78,8 @@ impl Retrier {
                     return Err(StoreError::Permanent(err));
                 }
                 ErrorClass::AccessDenied => {
+                    self.stats.access_denied();
+                    self.health.set(false);
                     tracing::warn!(what, error = %err, "database refused the credentials; re-reading the secret");
                     if let Err(e) = self.db.refresh_credentials().await {
                         tracing::warn!(error = %e, "re-reading the database secret failed");

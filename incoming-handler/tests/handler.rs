@@ -30,7 +30,7 @@ async fn presses_score_once_and_duplicates_are_rejected() {
     s.send_all(&s.press, &bodies).await;
     wait_for("presses judged", Duration::from_secs(30), || async {
         let t = h.stats.totals();
-        t.applied + t.rejected >= bodies.len() as u64 - 0 && s.depth(&s.press.url).await == 0
+        t.applied + t.rejected >= bodies.len() as u64 && s.depth(&s.press.url).await == 0
     })
     .await;
     for u in &users {

@@ -34,7 +34,10 @@ where
             } else if d.is_timeout() {
                 "connection timed out".to_owned()
             } else {
-                format!("dispatch failure: {}", aws_smithy_types::error::display::DisplayErrorContext(e))
+                format!(
+                    "dispatch failure: {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(e)
+                )
             }
         }
         SdkError::ResponseError(_) => "unreadable response".to_owned(),

@@ -72,7 +72,9 @@ impl Iterator for BackoffIter {
         let base = self.next;
         self.next = (base * 2).min(self.policy.max);
         let half = base / 2;
-        let jitter_nanos = self.rng.random_range(0..=half.as_nanos().min(u64::MAX as u128) as u64);
+        let jitter_nanos = self
+            .rng
+            .random_range(0..=half.as_nanos().min(u64::MAX as u128) as u64);
         Some(half + Duration::from_nanos(jitter_nanos))
     }
 }
@@ -89,7 +91,10 @@ mod tests {
         // Each delay lies in [base/2, base] with base = min(100ms * 2^i, 2s).
         for (i, delay) in d.iter().enumerate() {
             let base = Duration::from_millis(100 * (1 << i)).min(Duration::from_secs(2));
-            assert!(*delay >= base / 2 && *delay <= base, "{i}: {delay:?} vs {base:?}");
+            assert!(
+                *delay >= base / 2 && *delay <= base,
+                "{i}: {delay:?} vs {base:?}"
+            );
         }
         assert!(d[9] >= Duration::from_secs(1));
     }

@@ -18,7 +18,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// The shortest time between two reads of the secret, so that a wrong password cannot turn into a
 /// hot loop of Secrets Manager calls.
-pub const MIN_SECRET_REFRESH: Duration = Duration::from_secs(5);
+pub const MIN_SECRET_REFRESH: Duration = Duration::from_secs(1);
 
 /// Something went wrong obtaining or using the database.
 #[derive(Debug, thiserror::Error)]
@@ -203,14 +203,15 @@ fn connect_options(
     settings: &DatabaseSettings,
     creds: &Credentials,
 ) -> Result<MySqlConnectOptions, DbError> {
-    let host = creds
-        .host
-        .clone()
-        .or_else(|| settings.host.clone())
-        .ok_or(ConfigError::Missing {
-            var: "BUTTONPARTY_DB_HOST",
-            flag: "db-host (the secret has no host)",
-        })?;
+    let host =
+        creds
+            .host
+            .clone()
+            .or_else(|| settings.host.clone())
+            .ok_or(ConfigError::Missing {
+                var: "BUTTONPARTY_DB_HOST",
+                flag: "db-host (the secret has no host)",
+            })?;
     Ok(MySqlConnectOptions::new()
         .host(&host)
         .port(creds.port.unwrap_or(settings.port))
@@ -240,6 +241,7 @@ struct Inner {
     source: DatabaseSource,
     secrets: Option<aws_sdk_secretsmanager::Client>,
     last_refresh: Mutex<Option<Instant>>,
+    secret_reads: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Database {
@@ -272,11 +274,21 @@ impl Database {
             (DatabaseSource::Url(_), _) => None,
         };
         let opts = Self::load_options(settings, &source, secrets.as_ref()).await?;
+        let secrets_read = secrets.is_some();
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.max_connections)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Duration::from_secs(300))
+            // Row locks only on rows that exist: no gap locks between concurrent writers.
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            })
             .connect_lazy_with(opts);
         Ok(Self {
             pool,
@@ -285,6 +297,7 @@ impl Database {
                 source,
                 secrets,
                 last_refresh: Mutex::new(Some(Instant::now())),
+                secret_reads: std::sync::atomic::AtomicU64::new(u64::from(secrets_read)),
             }),
         })
     }
@@ -339,9 +352,19 @@ impl Database {
             self.inner.secrets.as_ref(),
         )
         .await?;
+        self.inner
+            .secret_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.pool.set_connect_options(opts);
         tracing::info!("database credentials re-read from Secrets Manager");
         Ok(true)
+    }
+
+    /// How many times the secret has been read (start-up included).
+    pub fn secret_reads(&self) -> u64 {
+        self.inner
+            .secret_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Checks that the database answers (`SELECT 1`).

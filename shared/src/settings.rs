@@ -86,11 +86,23 @@ pub fn require<T: Clone>(
 #[derive(Debug, Clone, Args)]
 pub struct LogSettings {
     /// Log filter in `tracing` EnvFilter syntax, e.g. `info` or `info,incoming_handler=debug`.
-    #[arg(long = "log", env = "BUTTONPARTY_LOG", value_name = "BUTTONPARTY_LOG", default_value = "info", global = true)]
+    #[arg(
+        long = "log",
+        env = "BUTTONPARTY_LOG",
+        value_name = "BUTTONPARTY_LOG",
+        default_value = "info",
+        global = true
+    )]
     pub filter: String,
     /// Log format: `journald`, `text` or `json`. Default: journald when stderr is connected to the
     /// journal (running under systemd), otherwise text.
-    #[arg(long = "log-format", env = "BUTTONPARTY_LOG_FORMAT", value_name = "BUTTONPARTY_LOG_FORMAT", value_enum, global = true)]
+    #[arg(
+        long = "log-format",
+        env = "BUTTONPARTY_LOG_FORMAT",
+        value_name = "BUTTONPARTY_LOG_FORMAT",
+        value_enum,
+        global = true
+    )]
     pub format: Option<LogFormat>,
 }
 
@@ -110,23 +122,51 @@ pub enum LogFormat {
 pub struct DatabaseSettings {
     /// Secrets Manager secret id holding the RDS secret JSON (`username`, `password`, optional
     /// `host`, `port`, `dbname`).
-    #[arg(long = "db-secret-id", env = "BUTTONPARTY_DB_SECRET_ID", value_name = "BUTTONPARTY_DB_SECRET_ID")]
+    #[arg(
+        long = "db-secret-id",
+        env = "BUTTONPARTY_DB_SECRET_ID",
+        value_name = "BUTTONPARTY_DB_SECRET_ID"
+    )]
     pub secret_id: Option<String>,
     /// Database host, used where the secret has none.
-    #[arg(long = "db-host", env = "BUTTONPARTY_DB_HOST", value_name = "BUTTONPARTY_DB_HOST")]
+    #[arg(
+        long = "db-host",
+        env = "BUTTONPARTY_DB_HOST",
+        value_name = "BUTTONPARTY_DB_HOST"
+    )]
     pub host: Option<String>,
     /// Database port, used where the secret has none.
-    #[arg(long = "db-port", env = "BUTTONPARTY_DB_PORT", value_name = "BUTTONPARTY_DB_PORT", default_value_t = 3306)]
+    #[arg(
+        long = "db-port",
+        env = "BUTTONPARTY_DB_PORT",
+        value_name = "BUTTONPARTY_DB_PORT",
+        default_value_t = 3306
+    )]
     pub port: u16,
     /// Database (schema) name, used where the secret has none.
-    #[arg(long = "db-name", env = "BUTTONPARTY_DB_NAME", value_name = "BUTTONPARTY_DB_NAME", default_value = "buttonparty")]
+    #[arg(
+        long = "db-name",
+        env = "BUTTONPARTY_DB_NAME",
+        value_name = "BUTTONPARTY_DB_NAME",
+        default_value = "buttonparty"
+    )]
     pub name: String,
     /// `mysql://user:password@host:port/db` — for development, instead of the secret.
-    #[arg(long = "database-url", env = "BUTTONPARTY_DATABASE_URL", value_name = "BUTTONPARTY_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long = "database-url",
+        env = "BUTTONPARTY_DATABASE_URL",
+        value_name = "BUTTONPARTY_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub url: Option<SecretString>,
     /// TLS mode for the database connection: `disabled`, `preferred`, `required`, `verify-ca` or
     /// `verify-identity`. Use `required` or stricter against Aurora.
-    #[arg(long = "db-ssl-mode", env = "BUTTONPARTY_DB_SSL_MODE", value_name = "BUTTONPARTY_DB_SSL_MODE", default_value = "preferred")]
+    #[arg(
+        long = "db-ssl-mode",
+        env = "BUTTONPARTY_DB_SSL_MODE",
+        value_name = "BUTTONPARTY_DB_SSL_MODE",
+        default_value = "preferred"
+    )]
     pub ssl_mode: String,
     /// Largest number of pooled database connections.
     #[arg(long = "db-max-connections", env = "BUTTONPARTY_DB_MAX_CONNECTIONS", value_name = "BUTTONPARTY_DB_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -203,7 +243,12 @@ pub struct RoundSettings {
     #[arg(long = "press-window-secs", env = "BUTTONPARTY_PRESS_WINDOW_SECS", value_name = "BUTTONPARTY_PRESS_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub press_window_secs: u64,
     /// Minimum time between two round openings, in seconds.
-    #[arg(long = "round-min-gap-secs", env = "BUTTONPARTY_ROUND_MIN_GAP_SECS", value_name = "BUTTONPARTY_ROUND_MIN_GAP_SECS", default_value_t = 3600)]
+    #[arg(
+        long = "round-min-gap-secs",
+        env = "BUTTONPARTY_ROUND_MIN_GAP_SECS",
+        value_name = "BUTTONPARTY_ROUND_MIN_GAP_SECS",
+        default_value_t = 3600
+    )]
     pub round_min_gap_secs: u64,
     /// Probability that a round opens in a given second (0 < p <= 1).
     #[arg(long = "round-chance-per-sec", env = "BUTTONPARTY_ROUND_CHANCE_PER_SEC", value_name = "BUTTONPARTY_ROUND_CHANCE_PER_SEC", default_value_t = 0.0001, value_parser = parse_probability)]
@@ -234,7 +279,11 @@ fn parse_probability(s: &str) -> Result<f64, String> {
 #[derive(Debug, Clone, Args)]
 pub struct TopicSettings {
     /// ARN of the SNS topic rounds are announced on.
-    #[arg(long = "topic-arn", env = "BUTTONPARTY_TOPIC_ARN", value_name = "BUTTONPARTY_TOPIC_ARN")]
+    #[arg(
+        long = "topic-arn",
+        env = "BUTTONPARTY_TOPIC_ARN",
+        value_name = "BUTTONPARTY_TOPIC_ARN"
+    )]
     pub topic_arn: Option<String>,
 }
 
@@ -249,7 +298,11 @@ impl TopicSettings {
 #[derive(Debug, Clone, Args)]
 pub struct TimestampQueueSettings {
     /// URL of the queue carrying each round's open/close times.
-    #[arg(long = "timestamp-queue-url", env = "BUTTONPARTY_TIMESTAMP_QUEUE_URL", value_name = "BUTTONPARTY_TIMESTAMP_QUEUE_URL")]
+    #[arg(
+        long = "timestamp-queue-url",
+        env = "BUTTONPARTY_TIMESTAMP_QUEUE_URL",
+        value_name = "BUTTONPARTY_TIMESTAMP_QUEUE_URL"
+    )]
     pub timestamp_queue_url: Option<String>,
 }
 
@@ -269,7 +322,11 @@ impl TimestampQueueSettings {
 pub struct StateDirSettings {
     /// Directory where the outgoing handler keeps its schedule state. Default: `$STATE_DIRECTORY`
     /// (set by systemd's `StateDirectory=`), else `/var/lib/buttonparty`.
-    #[arg(long = "state-dir", env = "BUTTONPARTY_STATE_DIR", value_name = "BUTTONPARTY_STATE_DIR")]
+    #[arg(
+        long = "state-dir",
+        env = "BUTTONPARTY_STATE_DIR",
+        value_name = "BUTTONPARTY_STATE_DIR"
+    )]
     pub state_dir: Option<PathBuf>,
 }
 
@@ -316,11 +373,20 @@ mod tests {
     #[test]
     fn invalid_value_error_names_the_variable() {
         let e = Probe::try_parse_from(["probe", "--press-window-secs", "abc"]).unwrap_err();
-        assert!(e.to_string().contains("BUTTONPARTY_PRESS_WINDOW_SECS"), "{e}");
+        assert!(
+            e.to_string().contains("BUTTONPARTY_PRESS_WINDOW_SECS"),
+            "{e}"
+        );
         let e = Probe::try_parse_from(["probe", "--round-chance-per-sec", "1.5"]).unwrap_err();
-        assert!(e.to_string().contains("BUTTONPARTY_ROUND_CHANCE_PER_SEC"), "{e}");
+        assert!(
+            e.to_string().contains("BUTTONPARTY_ROUND_CHANCE_PER_SEC"),
+            "{e}"
+        );
         let e = Probe::try_parse_from(["probe", "--press-window-secs", "0"]).unwrap_err();
-        assert!(e.to_string().contains("BUTTONPARTY_PRESS_WINDOW_SECS"), "{e}");
+        assert!(
+            e.to_string().contains("BUTTONPARTY_PRESS_WINDOW_SECS"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -18,7 +18,10 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::info!(signal = name, "shutdown requested: finishing work in flight");
+        tracing::info!(
+            signal = name,
+            "shutdown requested: finishing work in flight"
+        );
         cancel.cancel();
         tokio::select! {
             _ = term.recv() => {},

@@ -5,11 +5,13 @@
 //! level. Elsewhere they are text or JSON lines on stderr. The filter comes from `BUTTONPARTY_LOG`.
 
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 
 use systemd_journal_logger::JournalLog;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -44,7 +46,9 @@ pub fn init(settings: &LogSettings, identifier: &str) -> Result<LogFormat, Telem
         .parse(&settings.filter)
         .map_err(|e| TelemetryError::Filter(e.to_string()))?;
     let format = settings.format.unwrap_or_else(auto_format);
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(secret_guard());
     let result = match format {
         LogFormat::Journald => {
             let journal = JournalLog::new()
@@ -54,7 +58,11 @@ pub fn init(settings: &LogSettings, identifier: &str) -> Result<LogFormat, Telem
             registry.with(JournaldLayer { journal }).try_init()
         }
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -67,6 +75,37 @@ pub fn init(settings: &LogSettings, identifier: &str) -> Result<LogFormat, Telem
     };
     result.map_err(|_| TelemetryError::AlreadyInitialised)?;
     Ok(format)
+}
+
+/// Crates that log whole requests and responses (push tokens, queue bodies) at debug and trace
+/// level. They are capped at info whatever `BUTTONPARTY_LOG` asks, so that no filter setting can
+/// make a secret or a push token reach a log.
+pub const CAPPED_TARGETS: &[&str] = &[
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_smithy_types",
+    "aws_smithy_json",
+    "aws_smithy_query",
+    "aws_sdk_sqs",
+    "aws_sdk_sns",
+    "aws_sdk_secretsmanager",
+    "aws_config",
+    "aws_runtime",
+    "aws_sigv4",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+];
+
+/// The filter that enforces [`CAPPED_TARGETS`].
+pub fn secret_guard() -> Targets {
+    CAPPED_TARGETS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, target| t.with_target(*target, LevelFilter::INFO),
+    )
 }
 
 /// Forwards tracing events to the journal as `log` records: the message followed by the event's
@@ -138,5 +177,20 @@ impl<S: Subscriber> Layer<S> for JournaldLayer {
                 .args(format_args!("{}{}", fields.message, fields.rest))
                 .build(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn sdk_crates_are_capped_at_info_and_ours_are_not() {
+        let guard = secret_guard();
+        assert!(!guard.would_enable("aws_smithy_runtime::client::orchestrator", &Level::DEBUG));
+        assert!(!guard.would_enable("aws_sdk_sns::operation", &Level::TRACE));
+        assert!(guard.would_enable("aws_smithy_runtime::client", &Level::INFO));
+        assert!(guard.would_enable("incoming_handler::presses", &Level::TRACE));
     }
 }

@@ -51,8 +51,13 @@ impl TestDb {
             .await
             .expect("create test database");
         let url = format!("{admin_url}/{name}");
-        let pool = MySqlPool::connect(&url).await.expect("connect to test database");
-        crate::db::MIGRATOR.run(&pool).await.expect("migrate test database");
+        let pool = MySqlPool::connect(&url)
+            .await
+            .expect("connect to test database");
+        crate::db::MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrate test database");
         Self {
             name,
             url,
@@ -70,9 +75,12 @@ impl TestDb {
     pub async fn drop_db(self) {
         self.pool.close().await;
         if let Ok(mut conn) = sqlx::MySqlConnection::connect(&self.admin_url).await {
-            let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{}`", self.name)))
-                .execute(&mut conn)
-                .await;
+            let _ = sqlx::query(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS `{}`",
+                self.name
+            )))
+            .execute(&mut conn)
+            .await;
         }
     }
 }
@@ -180,7 +188,12 @@ impl TestQueue {
             A::ApproximateNumberOfMessagesDelayed,
         ]
         .iter()
-        .map(|k| attrs.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+        .map(|k| {
+            attrs
+                .get(k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
         .sum()
     }
 

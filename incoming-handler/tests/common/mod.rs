@@ -112,6 +112,11 @@ impl Stack {
         )
         .await
         .expect("database settings");
+        self.spawn_handler_on(config, db).await
+    }
+
+    /// Starts a handler in this process on a given database.
+    pub async fn spawn_handler_on(&self, config: Config, db: Database) -> Handler {
         let clients = Clients {
             sqs: self.sqs.clone(),
             sns: self.sns.clone(),
@@ -289,6 +294,44 @@ impl Stack {
             }
             all.extend(msgs);
         }
+    }
+
+    /// Creates the four queues again under the same names (after an emulator restart).
+    pub async fn recreate_queues(&self) {
+        for q in [&self.add_user, &self.press, &self.powerup, &self.timestamp] {
+            let name = q.url.rsplit('/').next().unwrap();
+            let again = TestQueue::new(&self.sqs, name, 30, 5).await;
+            assert_eq!(again.url, q.url, "same URL after the restart");
+        }
+    }
+
+    /// Creates a database user (no SUPER privilege) with all rights on the test database;
+    /// returns (user, password).
+    pub async fn app_user(&self) -> (String, String) {
+        use sqlx::{AssertSqlSafe, Connection};
+        let user = format!("app{:08x}", rand::random::<u32>());
+        let password = format!("sentinel-pw-{:016x}", rand::random::<u64>());
+        let admin_url = buttonparty::testing::env("BUTTONPARTY_TEST_DATABASE_URL");
+        let mut admin = sqlx::MySqlConnection::connect(admin_url.trim_end_matches('/'))
+            .await
+            .unwrap();
+        for host in ["%", "localhost"] {
+            for sql in [
+                format!("CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'"),
+                format!("GRANT ALL ON `{}`.* TO '{user}'@'{host}'", self.db.name),
+            ] {
+                sqlx::query(AssertSqlSafe(sql))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+            }
+        }
+        (user, password)
+    }
+
+    /// URL of the test database for `user`/`password`.
+    pub fn url_for(&self, user: &str, password: &str) -> String {
+        format!("mysql://{user}:{password}@127.0.0.1:3306/{}", self.db.name)
     }
 
     pub async fn cleanup(self) {
