@@ -146,10 +146,16 @@ def cmd_create() -> int:
         "MaximumMessageSize": str(MAX_MESSAGE_SIZE),
     }
     for env_name, name in QUEUES.items():
+        # The dead-letter queue keeps SQS's 256 KiB limit: a malformed message's copy is its
+        # body (up to 8 KiB) plus the reason attributes.
         dlq_url = ensure_queue(
             sqs,
             f"{name}-dlq",
-            {**common, "MessageRetentionPeriod": str(DLQ_RETENTION_SECS)},
+            {
+                "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECS),
+                "MaximumMessageSize": "262144",
+                "MessageRetentionPeriod": str(DLQ_RETENTION_SECS),
+            },
         )
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
             "Attributes"
