@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::batch_writer::{PressInput, Verdict, apply_presses};
-use crate::batcher::{BatchLimits, next_batch};
+use crate::batcher::{BatchLimits, fill};
 use crate::catchup::CatchUp;
 use crate::consumer::{self, Sink};
 use crate::inflight::Held;
@@ -113,8 +113,13 @@ impl PressProcessor {
                 } else {
                     Duration::from_millis(100)
                 };
-                match tokio::time::timeout(wait, next_batch(&mut rx, self.limits)).await {
-                    Ok(Some(b)) => batch = b,
+                // Only the cancel-safe `recv` is raced against the timer: a batch being filled is
+                // never dropped half-way (that would drop the presses it already took).
+                match tokio::time::timeout(wait, rx.recv()).await {
+                    Ok(Some(first)) => {
+                        batch.push(first);
+                        fill(&mut rx, &mut batch, self.limits).await;
+                    }
                     Ok(None) => open = false,
                     Err(_) => {}
                 }

@@ -465,3 +465,35 @@ async fn identity_mode_takes_the_player_from_the_message_attribute() {
     h.stop().await;
     s.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_presses_arriving_while_others_wait_are_settled_without_redelivery() {
+    // Regression: with deferred presses waiting, a batch being filled (250 ms linger) must not be
+    // dropped by the processor's wake-up timer; dropped presses came back only after the
+    // visibility timeout.
+    let s = Stack::new().await;
+    let users: Vec<String> = (0..40).map(|i| format!("late-{i:02}")).collect();
+    s.seed_users(&users).await;
+    let mut config = s.config();
+    config.batch_linger = Duration::from_millis(250);
+    let h = s.spawn_handler_with(config, &s.db.url).await;
+    s.open_round("closed", Duration::from_secs(10), Duration::from_secs(5)).await;
+    wait_for("round", Duration::from_secs(20), || async {
+        s.count("SELECT COUNT(*) FROM rounds").await == 1
+    })
+    .await;
+    for u in &users {
+        s.press.send(&s.sqs, &press(u)).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // Well inside the 30 s visibility timeout.
+    wait_for("every late press judged", Duration::from_secs(15), || async {
+        h.stats.totals().rejected == 40
+    })
+    .await;
+    let t = h.stats.totals();
+    assert_eq!(t.redelivered, 0);
+    assert_eq!(t.applied, 1, "only the round");
+    h.stop().await;
+    s.cleanup().await;
+}

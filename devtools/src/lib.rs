@@ -1,0 +1,21 @@
+//! ButtonParty developer tools (`bp-dev`): simulated players that act exactly as API Gateway
+//! enqueues the app's requests (the one-command demo and the benchmark's load generator), and the
+//! waits and the summary the demo script uses.
+//!
+//! - [`players`]: names, fake push tokens and the SPEC §4 message bodies;
+//! - [`plan`]: the seeded press schedule of a round (pure);
+//! - [`send`]: `SendMessageBatch` with concurrency ([`send::send_bodies`] is the load generator);
+//! - [`simulate`]: registering, playing a round on schedule, bursts, and their report;
+//! - [`summary`], [`fetch`], [`queues`], [`round`]: reading the outcome back;
+//! - [`cli`]: the `bp-dev` command line.
+
+pub mod cli;
+pub mod fetch;
+pub mod plan;
+pub mod players;
+pub mod progress;
+pub mod queues;
+pub mod round;
+pub mod send;
+pub mod simulate;
+pub mod summary;
