@@ -682,14 +682,18 @@ async fn dev_stack(cmd: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s09_emulator_stopped_and_started_again() {
-    let own = tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/dev-stack"))
-        .arg("pid")
-        .stdout(Stdio::null())
-        .status()
-        .await
-        .unwrap()
-        .success();
-    assert!(own, "this scenario restarts the LocalStack of scripts/dev-stack; run it through scripts/faults");
+    let own =
+        tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/dev-stack"))
+            .arg("pid")
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .unwrap()
+            .success();
+    assert!(
+        own,
+        "this scenario restarts the LocalStack of scripts/dev-stack; run it through scripts/faults"
+    );
     let s = Stack::new().await;
     let h = s.spawn_handler().await;
     round(&s).await;
@@ -697,7 +701,10 @@ async fn s09_emulator_stopped_and_started_again() {
     all_scored(&s, &before, Duration::from_secs(60)).await;
     dev_stack("down").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(!h.task.is_finished(), "the handler keeps running without its queues");
+    assert!(
+        !h.task.is_finished(),
+        "the handler keeps running without its queues"
+    );
     dev_stack("up").await;
     s.recreate_queues().await;
     let back = Instant::now();
@@ -717,7 +724,10 @@ async fn s09_emulator_stopped_and_started_again() {
         dead_lettered: 0,
         lost,
         double,
-        figure: format!("receiving backed off; all applied {:.1} s after the queues were back", recovery.as_secs_f64()),
+        figure: format!(
+            "receiving backed off; all applied {:.1} s after the queues were back",
+            recovery.as_secs_f64()
+        ),
     });
     s.cleanup().await;
 }

@@ -477,7 +477,8 @@ async fn late_presses_arriving_while_others_wait_are_settled_without_redelivery(
     let mut config = s.config();
     config.batch_linger = Duration::from_millis(250);
     let h = s.spawn_handler_with(config, &s.db.url).await;
-    s.open_round("closed", Duration::from_secs(10), Duration::from_secs(5)).await;
+    s.open_round("closed", Duration::from_secs(10), Duration::from_secs(5))
+        .await;
     wait_for("round", Duration::from_secs(20), || async {
         s.count("SELECT COUNT(*) FROM rounds").await == 1
     })
@@ -487,9 +488,11 @@ async fn late_presses_arriving_while_others_wait_are_settled_without_redelivery(
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     // Well inside the 30 s visibility timeout.
-    wait_for("every late press judged", Duration::from_secs(15), || async {
-        h.stats.totals().rejected == 40
-    })
+    wait_for(
+        "every late press judged",
+        Duration::from_secs(15),
+        || async { h.stats.totals().rejected == 40 },
+    )
     .await;
     let t = h.stats.totals();
     assert_eq!(t.redelivered, 0);

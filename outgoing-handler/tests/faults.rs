@@ -52,7 +52,11 @@ async fn s10_a_disabled_endpoint_never_stops_pushes_to_the_others() {
     println!("FAULT {line}");
     let path = std::env::var("BUTTONPARTY_FAULT_REPORT")
         .unwrap_or_else(|_| format!("{}/fault-report.jsonl", env!("CARGO_TARGET_TMPDIR")));
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = writeln!(f, "{line}");
     }
     assert_eq!(delivered, 6, "the enabled endpoints got every round");
