@@ -55,7 +55,7 @@ CREATE TABLE powerups (
     expires_at_ms BIGINT         NOT NULL,
     message_id    VARBINARY(128) NOT NULL,
     PRIMARY KEY (username, request_key),
-    KEY powerups_by_expiry (username, expires_at_ms)
+    KEY powerups_by_start (username, starts_at_ms)
 ) ENGINE = InnoDB;
 
 -- Purchases that were judged and rejected (not enough points), so that a redelivery of the same

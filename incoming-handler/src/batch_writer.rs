@@ -138,10 +138,14 @@ pub async fn apply_presses(
             }
         }
 
-        // Powerups that can be active at a press or at a round since a streak anchor.
-        let grants_from = earliest_anchor.min(min_press);
+        // Powerups that can be active at a press or at a round since a streak anchor: those
+        // that started at most the longest duration before it, and every later one (a later
+        // grant of the same kind ends an earlier one, even after it has itself expired).
+        let grants_from = earliest_anchor
+            .min(min_press)
+            .saturating_sub(rules::MAX_POWERUP_DURATION_MS);
         let mut q = QueryBuilder::<MySql>::new(
-            "SELECT username, kind, tier, starts_at_ms, expires_at_ms FROM powerups WHERE expires_at_ms > ",
+            "SELECT username, kind, tier, starts_at_ms, expires_at_ms FROM powerups WHERE starts_at_ms > ",
         );
         q.push_bind(grants_from);
         q.push(" AND username IN (");

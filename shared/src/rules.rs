@@ -22,6 +22,9 @@ pub const HOUR_MS: Millis = 3_600 * SECOND_MS;
 /// How long a MULTIPLIER or an EXTENDER lasts (a FREEZE lasts its level in hours).
 pub const BOOST_DURATION_MS: Millis = 6 * HOUR_MS;
 
+/// The longest any powerup lasts (a tier-4 freeze: 48 hours).
+pub const MAX_POWERUP_DURATION_MS: Millis = 48 * HOUR_MS;
+
 /// Powerup price by tier (index 0 is tier 1).
 pub const PRICES: [i64; 4] = [60, 150, 330, 700];
 
@@ -1452,6 +1455,12 @@ mod tests {
         ] {
             assert_eq!(Powerup::from_level(kind, level), None, "{kind} {level}");
         }
+    }
+
+    #[test]
+    fn no_powerup_outlasts_the_longest_duration() {
+        let longest = Powerup::all().map(|p| p.duration()).max().unwrap();
+        assert_eq!(longest, MAX_POWERUP_DURATION_MS);
     }
 
     #[test]
