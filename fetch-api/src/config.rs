@@ -101,6 +101,15 @@ pub struct FetchSettings {
         value_parser = clap::value_parser!(u64).range(1..=60_000)
     )]
     pub db_timeout_ms: u64,
+    /// Verified identity: when set (e.g. `sub`), `GET /fetch/self` answers for the player named by
+    /// this claim of API Gateway's JWT authorizer and ignores the `username` query parameter; a
+    /// request without the claim gets 401. Only meaningful as a Lambda behind the authorizer.
+    #[arg(
+        long = "identity-claim",
+        env = "BUTTONPARTY_IDENTITY_CLAIM",
+        value_name = "BUTTONPARTY_IDENTITY_CLAIM"
+    )]
+    pub identity_claim: Option<String>,
 }
 
 impl FetchSettings {
@@ -114,6 +123,7 @@ impl Default for FetchSettings {
     fn default() -> Self {
         Self {
             db_timeout_ms: 2_000,
+            identity_claim: None,
         }
     }
 }

@@ -22,6 +22,9 @@ pub enum ApiError {
     /// `GET /fetch/self` for a username nobody registered (404).
     #[error("unknown user")]
     UnknownUser,
+    /// Verified identity is on and the request carries no verified claim (401).
+    #[error("sign-in required")]
+    Unauthorized,
     /// No such route (404).
     #[error("not found")]
     NotFound,
@@ -41,6 +44,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::UnknownUser | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

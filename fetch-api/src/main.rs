@@ -37,7 +37,16 @@ async fn run(args: ServeArgs, in_lambda: bool) -> anyhow::Result<()> {
         .await
         .context("setting up the database connection")?;
     let store = Store::new(database, &args.db, &args.fetch);
-    let app = router(AppState::new(store));
+    let identity_claim = args.fetch.identity_claim.clone().filter(|c| !c.is_empty());
+    if identity_claim.is_some() && !in_lambda {
+        tracing::warn!(
+            "BUTTONPARTY_IDENTITY_CLAIM is set outside Lambda: no request carries verified claims, so /fetch/self answers 401"
+        );
+    }
+    let app = router(AppState {
+        identity_claim,
+        ..AppState::new(store)
+    });
 
     if in_lambda {
         tracing::info!("running as an AWS Lambda function");

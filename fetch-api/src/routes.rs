@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -54,15 +54,37 @@ pub struct AppState {
     pub store: Store,
     /// The clock.
     pub clock: Clock,
+    /// Verified identity: the JWT claim naming the player (see `BUTTONPARTY_IDENTITY_CLAIM`).
+    pub identity_claim: Option<String>,
 }
 
 impl AppState {
-    /// State reading the system clock.
+    /// State reading the system clock, without verified identity.
     pub fn new(store: Store) -> Self {
         Self {
             store,
             clock: Clock::System,
+            identity_claim: None,
         }
+    }
+}
+
+/// The player named by the verified JWT claim `claim` of an API Gateway HTTP API request.
+fn verified_username(
+    context: Option<&lambda_http::request::RequestContext>,
+    claim: &str,
+) -> Option<String> {
+    match context? {
+        lambda_http::request::RequestContext::ApiGatewayV2(ctx) => ctx
+            .authorizer
+            .as_ref()?
+            .jwt
+            .as_ref()?
+            .claims
+            .get(claim)
+            .cloned(),
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
 }
 
@@ -78,12 +100,26 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `GET /fetch/self?username=S`.
+///
+/// With verified identity on, the player is the one named by the JWT claim and the query string
+/// is ignored.
 async fn get_self(
     State(state): State<AppState>,
+    context: Option<Extension<lambda_http::request::RequestContext>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(pairs) = query.map_err(|_| ApiError::BadRequest("malformed query string".into()))?;
-    let username = model::username_from_query(&pairs)?.to_owned();
+    let username = match &state.identity_claim {
+        Some(claim) => {
+            let name = verified_username(context.as_ref().map(|c| &c.0), claim)
+                .ok_or(ApiError::Unauthorized)?;
+            model::username_from_query(&[("username".to_owned(), name)])?.to_owned()
+        }
+        None => {
+            let Query(pairs) =
+                query.map_err(|_| ApiError::BadRequest("malformed query string".into()))?;
+            model::username_from_query(&pairs)?.to_owned()
+        }
+    };
     let now = state.clock.now();
     let view: Option<SelfView> = state
         .store

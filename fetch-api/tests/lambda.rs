@@ -88,8 +88,14 @@ async fn api_gateway_events_through_the_lambda_handler() {
     seed(&db).await;
     let store = common::store(&db.settings(), 5_000).await;
     let app = router(AppState {
+        store: store.clone(),
+        clock: Clock::Fixed(NOW),
+        identity_claim: None,
+    });
+    let verified = router(AppState {
         store,
         clock: Clock::Fixed(NOW),
+        identity_claim: Some("sub".into()),
     });
 
     let alice = json!({
@@ -138,6 +144,15 @@ async fn api_gateway_events_through_the_lambda_handler() {
         );
     }
 
+    // Verified identity: the JWT claim names the player; the query string is ignored.
+    let (status, _, body) = invoke(&verified, "self-verified-identity").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["username"], "alice");
+    let (status, _, body) = invoke(&verified, "self-found").await;
+    assert_eq!((status, body), (401, json!({"error": "sign-in required"})));
+    let (status, _, body) = invoke(&verified, "lb").await;
+    assert_eq!(status, 200, "the leaderboard stays public: {body}");
+
     let (status, _, body) = invoke(&app, "self-sql-metacharacters").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["username"], "'; DROP TABLE users; --");
@@ -161,6 +176,7 @@ async fn lambda_handler_answers_503_when_the_database_is_down() {
     let app = router(AppState {
         store: common::store(&settings, 500).await,
         clock: Clock::Fixed(NOW),
+        identity_claim: None,
     });
     for name in ["self-found", "lb"] {
         let (status, headers, body) = invoke(&app, name).await;

@@ -119,6 +119,7 @@ impl Seed<'_> {
 pub async fn store(settings: &DatabaseSettings, timeout_ms: u64) -> Store {
     let fetch = FetchSettings {
         db_timeout_ms: timeout_ms,
+        ..FetchSettings::default()
     };
     Store::from_url_settings(settings, &fetch)
         .await
@@ -142,7 +143,11 @@ impl Server {
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
-        let app = router(AppState { store, clock });
+        let app = router(AppState {
+            store,
+            clock,
+            identity_claim: None,
+        });
         let task = tokio::spawn(server::serve(listener, app, shutdown.clone()));
         Self {
             addr,
