@@ -91,46 +91,11 @@ async fn burst(s: &Stack, prefix: &str, n: usize, dup_every: usize) -> Burst {
     if dup_every > 0 {
         bodies.extend(users.iter().step_by(dup_every).map(|u| press(u)));
     }
-    send_fast(s, &s.press, &bodies).await;
+    s.send_all(&s.press, &bodies).await;
     Burst {
         sent: bodies.len() as u64,
         users,
     }
-}
-
-/// Sends with 8 concurrent batch senders.
-async fn send_fast(s: &Stack, q: &buttonparty::testing::TestQueue, bodies: &[String]) {
-    let chunks: Vec<Vec<String>> = bodies
-        .chunks(bodies.len().div_ceil(8).max(1))
-        .map(|c| c.to_vec())
-        .collect();
-    let mut set = tokio::task::JoinSet::new();
-    for c in chunks {
-        let sqs = s.sqs.clone();
-        let url = q.url.clone();
-        set.spawn(async move {
-            for chunk in c.chunks(10) {
-                let entries = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| {
-                        aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message_body(b)
-                            .build()
-                            .unwrap()
-                    })
-                    .collect();
-                sqs.send_message_batch()
-                    .queue_url(&url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        });
-    }
-    while set.join_next().await.is_some() {}
 }
 
 /// (applied, lost, double) for a burst in which every player should score exactly once.
@@ -160,10 +125,7 @@ async fn all_scored(s: &Stack, b: &Burst, timeout: Duration) {
 async fn round(s: &Stack) {
     s.open_round("r", Duration::from_secs(1), Duration::from_secs(3600))
         .await;
-    wait_for("round recorded", Duration::from_secs(30), || async {
-        s.count("SELECT COUNT(*) FROM rounds").await == 1
-    })
-    .await;
+    s.wait_rounds(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

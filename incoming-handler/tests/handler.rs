@@ -19,10 +19,7 @@ async fn presses_score_once_and_duplicates_are_rejected() {
     s.open_round("r1", Duration::from_secs(1), ROUND_WINDOW)
         .await;
     let h = s.spawn_handler().await;
-    wait_for("round recorded", Duration::from_secs(20), || async {
-        s.count("SELECT COUNT(*) FROM rounds").await == 1
-    })
-    .await;
+    s.wait_rounds(1).await;
     // Every player presses twice; one unknown player presses too.
     let mut bodies: Vec<String> = users.iter().map(|u| press(u)).collect();
     bodies.extend(users.iter().map(|u| press(u)));
@@ -152,10 +149,7 @@ async fn a_press_after_the_window_or_before_any_round_is_rejected() {
     // A round whose window closed 5 s ago.
     s.open_round("old", Duration::from_secs(10), Duration::from_secs(5))
         .await;
-    wait_for("round", Duration::from_secs(20), || async {
-        s.count("SELECT COUNT(*) FROM rounds").await == 1
-    })
-    .await;
+    s.wait_rounds(1).await;
     s.press.send(&s.sqs, &press("late")).await;
     wait_for("judged", Duration::from_secs(20), || async {
         h.stats.totals().rejected == 2
@@ -175,12 +169,9 @@ async fn streaks_grow_across_rounds_and_a_missed_round_resets_them() {
     let h = s.spawn_handler().await;
     // Three rounds, one second apart; the presses are judged by their SentTimestamp.
     for (i, round) in ["a", "b", "c"].iter().enumerate() {
-        s.open_round(round, Duration::ZERO, Duration::from_millis(900))
+        s.open_round(round, Duration::ZERO, Duration::from_secs(3))
             .await;
-        wait_for("round", Duration::from_secs(20), || async {
-            s.count("SELECT COUNT(*) FROM rounds").await == i as i64 + 1
-        })
-        .await;
+        s.wait_rounds(i as i64 + 1).await;
         s.press.send(&s.sqs, &press("steady")).await;
         if i != 1 {
             s.press.send(&s.sqs, &press("misser")).await;
@@ -281,10 +272,7 @@ async fn database_cut_longer_than_the_redrive_budget_loses_nothing() {
     let h = s.spawn_handler_with(s.config(), &proxy.url(&s.db)).await;
     s.open_round("r", Duration::from_secs(1), Duration::from_secs(600))
         .await;
-    wait_for("round", Duration::from_secs(20), || async {
-        s.count("SELECT COUNT(*) FROM rounds").await == 1
-    })
-    .await;
+    s.wait_rounds(1).await;
     proxy.cut().await;
     s.send_all(
         &s.press,
@@ -479,10 +467,7 @@ async fn late_presses_arriving_while_others_wait_are_settled_without_redelivery(
     let h = s.spawn_handler_with(config, &s.db.url).await;
     s.open_round("closed", Duration::from_secs(10), Duration::from_secs(5))
         .await;
-    wait_for("round", Duration::from_secs(20), || async {
-        s.count("SELECT COUNT(*) FROM rounds").await == 1
-    })
-    .await;
+    s.wait_rounds(1).await;
     for u in &users {
         s.press.send(&s.sqs, &press(u)).await;
         tokio::time::sleep(Duration::from_millis(30)).await;

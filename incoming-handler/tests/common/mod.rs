@@ -190,29 +190,47 @@ impl Stack {
         cmd.spawn().expect("start incoming-handler")
     }
 
+    /// Sends bodies with `SendMessageBatch`, eight batches in flight at once.
     pub async fn send_all(&self, queue: &TestQueue, bodies: &[String]) {
-        for chunk in bodies.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(b)
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            let out = self
-                .sqs
-                .send_message_batch()
-                .queue_url(&queue.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .expect("send batch");
-            assert!(out.failed.is_empty(), "send failures: {:?}", out.failed);
+        let per_sender = bodies.len().div_ceil(8).max(1);
+        let mut senders = tokio::task::JoinSet::new();
+        for part in bodies.chunks(per_sender) {
+            let (sqs, url, part) = (self.sqs.clone(), queue.url.clone(), part.to_vec());
+            senders.spawn(async move {
+                for chunk in part.chunks(10) {
+                    let entries = chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| {
+                            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                                .id(i.to_string())
+                                .message_body(b)
+                                .build()
+                                .unwrap()
+                        })
+                        .collect();
+                    let out = sqs
+                        .send_message_batch()
+                        .queue_url(&url)
+                        .set_entries(Some(entries))
+                        .send()
+                        .await
+                        .expect("send batch");
+                    assert!(out.failed.is_empty(), "send failures: {:?}", out.failed);
+                }
+            });
         }
+        while let Some(r) = senders.join_next().await {
+            r.expect("sender task");
+        }
+    }
+
+    /// Waits until `n` rounds are recorded.
+    pub async fn wait_rounds(&self, n: i64) {
+        wait_for("rounds recorded", Duration::from_secs(30), || async {
+            self.count("SELECT COUNT(*) FROM rounds").await == n
+        })
+        .await;
     }
 
     /// Registers players directly in the database (score 0).
