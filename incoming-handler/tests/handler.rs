@@ -102,6 +102,12 @@ async fn presses_sent_before_the_round_message_is_read_still_score() {
     let users: Vec<String> = (0..10).map(|i| format!("early-{i}")).collect();
     s.seed_users(&users).await;
     let h = s.spawn_handler().await;
+    // Wait until the handler is up and judging (a press by nobody is rejected).
+    s.press.send(&s.sqs, &press("probe-nobody")).await;
+    wait_for("handler running", Duration::from_secs(30), || async {
+        h.stats.totals().rejected == 1
+    })
+    .await;
     // The round opened a moment ago, but its timestamp message arrives only after the presses
     // were received.
     let opens = now_ms() - 500;
@@ -130,7 +136,7 @@ async fn presses_sent_before_the_round_message_is_read_still_score() {
         h.stats.totals().deferred >= 10,
         "the presses waited for their round"
     );
-    assert_eq!(h.stats.totals().rejected, 0);
+    assert_eq!(h.stats.totals().rejected, 1, "only the probe");
     h.stop().await;
     s.cleanup().await;
 }
