@@ -116,8 +116,9 @@ async fn presses_sent_before_the_round_message_is_read_still_score() {
         &users.iter().map(|u| press(u)).collect::<Vec<_>>(),
     )
     .await;
-    // Long enough for the presses to be received and judged once without their round.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The round's message follows within the catch-up grace (in production it always comes
+    // first): the presses are judged without it, held, and judged again once it is recorded.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let closes = opens + 60_000;
     s.timestamp
         .send(
@@ -132,10 +133,6 @@ async fn presses_sent_before_the_round_message_is_read_still_score() {
     for u in &users {
         assert_eq!(s.score(u).await, Some(1));
     }
-    assert!(
-        h.stats.totals().deferred >= 10,
-        "the presses waited for their round"
-    );
     assert_eq!(h.stats.totals().rejected, 1, "only the probe");
     h.stop().await;
     s.cleanup().await;

@@ -190,9 +190,9 @@ impl Stack {
         cmd.spawn().expect("start incoming-handler")
     }
 
-    /// Sends bodies with `SendMessageBatch`, eight batches in flight at once.
+    /// Sends bodies with `SendMessageBatch`: up to 100 in order, more with eight senders at once.
     pub async fn send_all(&self, queue: &TestQueue, bodies: &[String]) {
-        let per_sender = bodies.len().div_ceil(8).max(1);
+        let per_sender = bodies.len().div_ceil(8).max(100);
         let mut senders = tokio::task::JoinSet::new();
         for part in bodies.chunks(per_sender) {
             let (sqs, url, part) = (self.sqs.clone(), queue.url.clone(), part.to_vec());
