@@ -22,7 +22,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::bench_env::{
-    BenchDb, HandlerQueues, Resources, insert_players, insert_round, ranked_player,
+    BenchDb, HandlerQueues, Resources, insert_players, insert_round, ranked_player, wait_flushed,
 };
 use crate::bench_parts::{
     EndToEnd, HANDLER_READY, NOT_INHERITED, OpeningSetup, count_rows, database_ceiling,
@@ -373,6 +373,10 @@ impl Ctx<'_> {
             "{players} players inserted in {:.1} s",
             t.elapsed().as_secs_f64()
         ));
+        let waited = wait_flushed(&db.pool, Duration::from_secs(180)).await?;
+        if waited >= 1.0 {
+            eprintln!("bench: waited {waited:.0} s for the database to write back the set-up");
+        }
         for url in [&self.queues.press, &self.queues.timestamp] {
             wait_empty(&self.res.sqs, url, Duration::from_secs(30)).await?;
         }

@@ -366,6 +366,7 @@ pub async fn handler_end_to_end(run: EndToEnd<'_>) -> anyhow::Result<HandlerRun>
         secs,
         per_sec: n as f64 / secs,
         cpu_secs: usage.cpu_secs,
+        cpu_system_secs: usage.system_secs,
         peak_rss_bytes: usage.peak_rss_bytes,
         statements,
         batches: batches.map(|b| b.0),

@@ -28,6 +28,8 @@ struct LogState {
 pub struct Usage {
     /// User + system CPU time of all its threads, seconds.
     pub cpu_secs: f64,
+    /// The system (kernel) part of it.
+    pub system_secs: f64,
     /// Peak resident set size (VmHWM), bytes.
     pub peak_rss_bytes: u64,
 }
@@ -268,23 +270,24 @@ pub fn usage(pid: u32) -> anyhow::Result<Usage> {
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let ticks = parse_cpu_ticks(&stat).context("parsing /proc/<pid>/stat")?;
+    let (user, system) = parse_cpu_ticks(&stat).context("parsing /proc/<pid>/stat")?;
     let hwm = parse_vm_hwm(&status).context("no VmHWM in /proc/<pid>/status")?;
     Ok(Usage {
-        cpu_secs: ticks as f64 / clock_ticks(),
+        cpu_secs: (user + system) as f64 / clock_ticks(),
+        system_secs: system as f64 / clock_ticks(),
         peak_rss_bytes: hwm,
     })
 }
 
-/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line.
-pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+/// (utime, stime) (fields 14 and 15) of a `/proc/<pid>/stat` line.
+pub fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     // The command name (field 2) is in parentheses and may contain spaces.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3.
     let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
     let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// VmHWM of a `/proc/<pid>/status`, bytes.
@@ -308,7 +311,7 @@ mod tests {
     fn proc_files_parse() {
         let stat = "4242 (incoming handl) S 1 4242 4242 0 -1 4194560 3000 0 0 0 157 43 0 0 20 0 12 0 \
                     1000 900000000 9000 18446744073709551615";
-        assert_eq!(parse_cpu_ticks(stat), Some(200));
+        assert_eq!(parse_cpu_ticks(stat), Some((157, 43)));
         let status = "Name:\tincoming-handler\nVmPeak:\t  900000 kB\nVmHWM:\t   31500 kB\nVmRSS:\t 30000 kB\n";
         assert_eq!(parse_vm_hwm(status), Some(31500 * 1024));
         assert_eq!(parse_vm_hwm("Name: x\n"), None);

@@ -86,6 +86,8 @@ pub struct HandlerRun {
     pub per_sec: f64,
     /// User + system CPU of the handler process over `secs`.
     pub cpu_secs: f64,
+    /// The system (kernel: sockets, scheduling) part of it.
+    pub cpu_system_secs: f64,
     /// Peak resident set (VmHWM), bytes.
     pub peak_rss_bytes: u64,
     /// Statements the server executed while it ran (`Questions` delta, less the benchmark's own).
@@ -315,12 +317,20 @@ impl Figures {
         row(
             "handler CPU per 10,000 presses".into(),
             format!(
-                "{:.2} s ({:.2} s in all, {:.2} s of it start-up)",
+                "{:.2} s ({:.2} s in all: {:.2} s kernel; {:.2} s of it start-up)",
                 self.cpu_per_10k(),
                 self.c.cpu_secs,
+                self.c.cpu_system_secs,
                 self.c.startup_cpu_secs
             ),
         );
+        let drainer = self.a_cpu_per_10k();
+        if drainer > 0.0 {
+            row(
+                "handler CPU ÷ bare drainer CPU (same SQS calls)".into(),
+                format!("{:.2}", self.cpu_per_10k() / drainer),
+            );
+        }
         let batches = match (self.c.batches, self.c.batch_avg) {
             (Some(b), Some(avg)) => format!("; {b} batches, {avg} presses on average"),
             _ => String::new(),
@@ -491,6 +501,7 @@ mod tests {
                 secs: 21.0,
                 per_sec: 952.0,
                 cpu_secs: 1.2,
+                cpu_system_secs: 0.4,
                 peak_rss_bytes: 30 * 1024 * 1024,
                 statements: 600,
                 startup_secs: 0.2,

@@ -224,10 +224,7 @@ async fn load_rounds_since(
         .await?;
     rows.into_iter()
         .map(|row| {
-            Ok(Round {
-                opens_at: row.try_get(0)?,
-                closes_at: row.try_get(1)?,
-            })
+            Ok(Round::announced(row.try_get(0)?, row.try_get(1)?, None))
         })
         .collect()
 }

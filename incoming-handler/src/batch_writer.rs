@@ -114,10 +114,7 @@ pub async fn apply_presses(
             let opens_at: Millis = row.try_get(1)?;
             let closes_at: Millis = row.try_get(2)?;
             round_ids.insert(opens_at, row.try_get(0)?);
-            list.push(Round {
-                opens_at,
-                closes_at,
-            });
+            list.push(Round::announced(opens_at, closes_at, None));
         }
         let rounds = Rounds::new(list);
 

@@ -21,8 +21,8 @@ pub struct BatchLimits {
 /// the queue has (for now) nothing more.
 pub const QUIET: Duration = Duration::from_millis(50);
 
-/// Waits for the first item, then collects more until `max`, `linger` or [`QUIET`]. `None` when the channel
-/// is closed and empty.
+/// Waits for the first item, then collects more until `max`, `linger` or [`QUIET`]. `None` when
+/// the channel is closed and empty.
 pub async fn next_batch<T>(rx: &mut mpsc::Receiver<T>, limits: BatchLimits) -> Option<Vec<T>> {
     let first = rx.recv().await?;
     let mut batch = Vec::with_capacity(limits.max.min(1024));

@@ -186,7 +186,7 @@ impl Queue {
         kind: QueueKind,
         url: &str,
     ) -> Result<Self, QueueError> {
-        //TMP let client = keep_alive_client(&client);
+        let client = keep_alive_client(&client);
         let err = |e: &dyn fmt::Display, retry: bool| {
             let message = e.to_string();
             if retry {

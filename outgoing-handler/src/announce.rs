@@ -82,6 +82,7 @@ pub fn new_round<R: Rng + ?Sized>(
         round_id: format!("{opens_at_ms:013}-{:08x}", rng.random::<u32>()),
         opens_at_ms,
         closes_at_ms: opens_at_ms.saturating_add(window_ms),
+        window_ms: Some(window_ms),
     }
 }
 
@@ -425,6 +426,7 @@ mod tests {
             round_id: "1700000000000-0badcafe".into(),
             opens_at_ms: 1_700_000_000_000,
             closes_at_ms: 1_700_000_060_000,
+            window_ms: Some(60_000),
         }
     }
 

@@ -263,7 +263,8 @@ pub struct PowerupPurchase {
 }
 
 /// Body of the timestamp queue, written by the outgoing handler for the incoming handler:
-/// `{"round_id": "...", "opens_at_ms": ..., "closes_at_ms": ...}` (epoch milliseconds).
+/// `{"round_id": "...", "opens_at_ms": ..., "closes_at_ms": ..., "window_ms": ...}` (epoch
+/// milliseconds; `window_ms` optional).
 ///
 /// In input, `round_id` is a JSON string (1–64 characters, no control characters) or a
 /// non-negative JSON integer (normalised to its decimal string); it is always serialised as a
@@ -274,11 +275,23 @@ pub struct RoundAnnouncement {
     pub round_id: String,
     /// When the round opens, epoch ms (>= 0).
     pub opens_at_ms: i64,
-    /// When the round's window closes, epoch ms (after `opens_at_ms`).
+    /// When the round's window closes, epoch ms (after `opens_at_ms`): the base window plus the
+    /// time the push needs to reach every phone (SPEC §3).
     pub closes_at_ms: i64,
+    /// The base press window in ms (what an extender multiplies: the deadline for extender `e`
+    /// is `closes_at_ms + (e − 1) × window_ms`). Absent in messages of older senders: then the
+    /// window is `closes_at_ms − opens_at_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<i64>,
 }
 
 impl RoundAnnouncement {
+    /// The base press window in ms: `window_ms`, or `closes_at_ms − opens_at_ms` without it.
+    pub fn window(&self) -> i64 {
+        self.window_ms
+            .unwrap_or_else(|| self.closes_at_ms.saturating_sub(self.opens_at_ms))
+    }
+
     /// The message body, as [`parse_round`] reads it back.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a struct of a string and integers always serialises")
@@ -357,10 +370,12 @@ pub fn parse_powerup(body: &[u8]) -> Result<PowerupPurchase, Malformed> {
     })
 }
 
-/// Parses a timestamp-queue body: `{"round_id": R, "opens_at_ms": O, "closes_at_ms": C}`.
+/// Parses a timestamp-queue body:
+/// `{"round_id": R, "opens_at_ms": O, "closes_at_ms": C, "window_ms"?: W}`.
 ///
 /// `R` is a string or a non-negative integer; `O` and `C` are JSON integers (floats are
-/// [`Malformed::WrongType`]), both >= 0, with `C` after `O`.
+/// [`Malformed::WrongType`]), both >= 0, with `C` after `O`. `W`, when present, is a JSON integer
+/// with `0 < W <= C − O` (a round never closes before its base window has passed).
 pub fn parse_round(body: &[u8]) -> Result<RoundAnnouncement, Malformed> {
     let root = parse_object(body)?;
     let obj = unwrap_request_body(&root, &[&["round_id"], &["opens_at_ms"], &["closes_at_ms"]]);
@@ -387,10 +402,23 @@ pub fn parse_round(body: &[u8]) -> Result<RoundAnnouncement, Malformed> {
             "closes_at_ms must be after opens_at_ms",
         ));
     }
+    let window_ms = match obj.get("window_ms") {
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            let w = time_field(obj, "window_ms")?;
+            if w <= 0 || w > closes_at_ms - opens_at_ms {
+                return Err(Malformed::InvalidRoundTimes(
+                    "window_ms must be positive and at most closes_at_ms - opens_at_ms",
+                ));
+            }
+            Some(w)
+        }
+    };
     Ok(RoundAnnouncement {
         round_id,
         opens_at_ms,
         closes_at_ms,
+        window_ms,
     })
 }
 
@@ -1052,6 +1080,7 @@ mod tests {
                 round_id: id.into(),
                 opens_at_ms: o,
                 closes_at_ms: c,
+                window_ms: None,
             })
         };
         let round = |extra: serde_json::Value| {
@@ -1068,6 +1097,21 @@ mod tests {
         let times = |why| Err(Malformed::InvalidRoundTimes(why));
         let mut cases: Vec<(String, Vec<u8>, Result<RoundAnnouncement, Malformed>)> = vec![
             ("basic".into(), round(json!({})), ok("r1", 1000, 61000)),
+            (
+                "with its base window".into(),
+                round(json!({"closes_at_ms": 91000, "window_ms": 60000})),
+                Ok(RoundAnnouncement {
+                    round_id: "r1".into(),
+                    opens_at_ms: 1000,
+                    closes_at_ms: 91000,
+                    window_ms: Some(60000),
+                }),
+            ),
+            (
+                "window null is absent".into(),
+                round(json!({"window_ms": null})),
+                ok("r1", 1000, 61000),
+            ),
             (
                 "integer round_id".into(),
                 round(json!({"round_id": 42})),
@@ -1172,6 +1216,21 @@ mod tests {
                 Err(Malformed::MissingField("closes_at_ms")),
             ),
             (
+                "window zero".into(),
+                round(json!({"window_ms": 0})),
+                times("window_ms must be positive and at most closes_at_ms - opens_at_ms"),
+            ),
+            (
+                "window longer than the round".into(),
+                round(json!({"window_ms": 60_001})),
+                times("window_ms must be positive and at most closes_at_ms - opens_at_ms"),
+            ),
+            (
+                "window float".into(),
+                round(json!({"window_ms": 1.5})),
+                Err(wrong("window_ms", "an integer")),
+            ),
+            (
                 "opens float".into(),
                 round(json!({"opens_at_ms": 1000.5})),
                 Err(wrong("opens_at_ms", "an integer")),
@@ -1236,6 +1295,7 @@ mod tests {
             round_id: "42".into(),
             opens_at_ms: 1_700_000_000_000,
             closes_at_ms: 1_700_000_060_000,
+            window_ms: None,
         };
         let text = round.to_json();
         assert_eq!(
@@ -1559,8 +1619,10 @@ mod tests {
             id in "[a-zA-Z0-9-]{1,64}",
             opens in 0i64..i64::MAX,
             len in 1i64..1_000_000,
+            window in prop::option::of(1i64..1_000_000),
         ) {
-            let round = RoundAnnouncement { round_id: id, opens_at_ms: opens, closes_at_ms: opens.saturating_add(len) };
+            let window_ms = window.map(|w| w.min(len));
+            let round = RoundAnnouncement { round_id: id, opens_at_ms: opens, closes_at_ms: opens.saturating_add(len), window_ms };
             prop_assume!(round.closes_at_ms > round.opens_at_ms);
             prop_assert_eq!(parse_round(round.to_json().as_bytes()), Ok(round));
         }

@@ -44,36 +44,56 @@ const LEVEL_HALVES: [[u32; 4]; 3] = [
     [3, 4, 6, 10],
 ];
 
-/// A round as the rules see it: it opens at `opens_at` and its (unextended) press window ends at
-/// `closes_at`.
+/// A round as the rules see it: it opens at `opens_at`, and a press without extender scores until
+/// `closes_at` (the base window plus the time the push needs to reach every phone, SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Round {
     /// When the round opened (epoch ms). Rounds are totally ordered by this instant.
     pub opens_at: Millis,
-    /// `opens_at + window` (epoch ms): the last instant a press without extender scores.
+    /// The last instant a press without extender scores (epoch ms): `opens_at + window +
+    /// fan-out`.
     pub closes_at: Millis,
+    /// The base press window in ms, what an extender stretches: a press with extender `e` scores
+    /// until `closes_at + (e − 1) × window`. At most `closes_at − opens_at`.
+    pub window: Millis,
 }
 
 impl Round {
-    /// A round opening at `opens_at` with a press window of `window` ms.
+    /// A round opening at `opens_at` with a press window of `window` ms and no fan-out time.
     pub fn new(opens_at: Millis, window: Millis) -> Self {
         Self {
             opens_at,
             closes_at: opens_at.saturating_add(window),
+            window,
         }
     }
 
-    /// The press window in ms (`closes_at - opens_at`).
-    pub fn window(&self) -> Millis {
+    /// A round as announced: opening at `opens_at`, closing at `closes_at`, with base window
+    /// `window` (`None`: `closes_at − opens_at`, what messages without `window_ms` mean). The
+    /// window is clamped to `[0, closes_at − opens_at]`.
+    pub fn announced(opens_at: Millis, closes_at: Millis, window: Option<Millis>) -> Self {
+        let whole = closes_at.saturating_sub(opens_at).max(0);
+        Self {
+            opens_at,
+            closes_at,
+            window: window.unwrap_or(whole).clamp(0, whole),
+        }
+    }
+
+    /// The time from opening to close in ms (`closes_at - opens_at`): the base window plus the
+    /// fan-out time.
+    pub fn length(&self) -> Millis {
         self.closes_at.saturating_sub(self.opens_at)
     }
 
     /// The last instant a press scores in this round for a player whose extender level is
-    /// `extender_halves` halves (2 = no extender): `opens_at + window × halves / 2`, computed
-    /// exactly with integers (rounded down to the millisecond) and clamped to the `i64` range.
+    /// `extender_halves` halves (2 = no extender): `closes_at + window × (halves − 2) / 2`,
+    /// computed exactly with integers (rounded down to the millisecond) and clamped to the `i64`
+    /// range.
     pub fn deadline(&self, extender_halves: u32) -> Millis {
-        let stretched = (i128::from(self.window()) * i128::from(extender_halves)).div_euclid(2);
-        let deadline = i128::from(self.opens_at) + stretched;
+        let extra = i128::from(extender_halves) - i128::from(UNIT_LEVEL_HALVES);
+        let stretched = (i128::from(self.window) * extra).div_euclid(2);
+        let deadline = i128::from(self.closes_at) + stretched;
         i64::try_from(deadline).unwrap_or(if deadline < 0 { i64::MIN } else { i64::MAX })
     }
 }
@@ -812,6 +832,38 @@ mod tests {
                 "×{level} of {window} ms: 1 ms later is too late"
             );
         }
+    }
+
+    #[test]
+    fn fan_out_time_is_not_stretched_by_an_extender() {
+        // Opens at 0, base window 60 s, 40 s of fan-out: closes at 100 s.
+        let r = Round::announced(hour(0), hour(0) + 100 * SECOND_MS, Some(WINDOW));
+        assert_eq!(r.length(), 100 * SECOND_MS);
+        for (halves, deadline) in [
+            (2, 100 * SECOND_MS),
+            (3, 130 * SECOND_MS),
+            (4, 160 * SECOND_MS),
+            (6, 220 * SECOND_MS),
+            (10, 340 * SECOND_MS),
+        ] {
+            assert_eq!(r.deadline(halves), hour(0) + deadline, "×{}", halves as f64 / 2.0);
+        }
+        // Without a window in the message, the whole round is the window.
+        let old = Round::announced(hour(0), hour(0) + WINDOW, None);
+        assert_eq!(old, Round::new(hour(0), WINDOW));
+        assert_eq!(old.deadline(3), hour(0) + 90 * SECOND_MS);
+        // A window longer than the round is clamped to it.
+        assert_eq!(
+            Round::announced(hour(0), hour(0) + 10, Some(20)).window,
+            10
+        );
+        let history = Rounds::new(vec![r]);
+        let mut player = Player::default();
+        assert!(press(&mut player, &history, hour(0) + 100 * SECOND_MS).is_ok());
+        assert_eq!(
+            press(&mut Player::default(), &history, hour(0) + 100 * SECOND_MS + 1),
+            Err(RejectReason::TooLate)
+        );
     }
 
     #[test]
