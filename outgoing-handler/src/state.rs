@@ -7,15 +7,25 @@
 //!
 //! Reading distinguishes three cases (what the scheduler makes of them is in
 //! [`crate::scheduler`]):
-//! - the file does not exist: the first start ([`Store::load`] returns `Ok(None)`);
+//! - the file does not exist: nothing recorded ([`Store::load`] returns `Ok(None)`);
 //! - the file holds a valid opening: `Ok(Some(..))`;
 //! - the file cannot be read or does not hold a valid opening: [`StateError`].
+//!
+//! **A missing file means "a round just opened".** The daemon prepares its state with
+//! [`StateFile::check_writable`] before the scheduler reads it, and that records the start as an
+//! opening ([`ASSUMED_ROUND_ID`]) when there is no file. A missing file is what a replaced
+//! instance, a rebuilt volume or a deleted directory looks like, and in each of those cases the
+//! previous scheduler may have opened a round moments ago; the cost of assuming it did is one
+//! minimum gap without a round, the cost of assuming it did not is two rounds inside the gap.
+//! A corrupt file is treated the same way by the scheduler. To let a brand-new deployment open
+//! its first round at once, run `outgoing-handler open-round`.
 //!
 //! The file is tiny and written once per round, so it is read and written with blocking calls.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +40,10 @@ const MAX_FILE_BYTES: u64 = 4 * 1024;
 
 /// Most characters of a round id (as in the timestamp queue messages).
 const MAX_ROUND_ID_CHARS: usize = 64;
+
+/// The round id recorded when the daemon starts without a state file: no real round has this
+/// id (real ones are `<opens_at_ms>-<hex>`), so the log shows the opening was assumed.
+pub const ASSUMED_ROUND_ID: &str = "assumed-at-start-no-state-file";
 
 /// The last round opening that was recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,15 +148,60 @@ impl StateFile {
         &self.path
     }
 
-    /// Makes sure the state can be saved: creates the directory if it is missing, then writes,
-    /// fsyncs and removes a probe file in it. Run at start-up so that a read-only or missing
-    /// state directory is reported at once rather than when the first round is due.
+    /// Prepares the state for the daemon, so that problems show at start-up rather than when the
+    /// first round is due: creates the directory if it is missing and makes sure a file can be
+    /// written, fsynced and renamed in it. When there is no state file, the write is the real
+    /// one: the start is recorded as an opening now ([`ASSUMED_ROUND_ID`]), so a scheduler that
+    /// lost its state (a replaced instance, a new volume) waits out the minimum gap instead of
+    /// risking a second round inside it. An existing file, valid or not, is left as it is.
     pub fn check_writable(&self) -> Result<(), StateError> {
         fs::create_dir_all(&self.dir).map_err(|e| self.io(&self.dir, "create directory", e))?;
-        let probe = self.temp_path();
-        let result = write_synced(&probe, b"probe\n").map_err(|e| self.io(&probe, "write", e));
-        let _ = fs::remove_file(&probe);
-        result
+        match fs::symlink_metadata(&self.path) {
+            Ok(_) => {
+                let probe = self.temp_path();
+                let result =
+                    write_synced(&probe, b"probe\n").map_err(|e| self.io(&probe, "write", e));
+                let _ = fs::remove_file(&probe);
+                result
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let assumed = LastOpening {
+                    round_id: ASSUMED_ROUND_ID.to_owned(),
+                    opens_at_ms: now_ms(),
+                };
+                if self.create_if_missing(&assumed)? {
+                    tracing::warn!(
+                        state_file = %self.path.display(),
+                        opens_at_ms = assumed.opens_at_ms,
+                        "no schedule state file: recording the start as a round opening, so no round opens within the minimum gap (outgoing-handler open-round opens one now if wanted)"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.io(&self.path, "stat", e)),
+        }
+    }
+
+    /// Records `last` only if there is no state file: an opening saved meanwhile by another
+    /// process (`open-round`) is never replaced. `Ok(false)` when a file was already there.
+    fn create_if_missing(&self, last: &LastOpening) -> Result<bool, StateError> {
+        let temp = self.temp_path();
+        if let Err(e) = write_synced(&temp, &encode(last)) {
+            let _ = fs::remove_file(&temp);
+            return Err(self.io(&temp, "write", e));
+        }
+        // A hard link, unlike a rename, fails when the target exists: atomic and no-clobber.
+        let linked = fs::hard_link(&temp, &self.path);
+        let _ = fs::remove_file(&temp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(self.io(&self.path, "link", e)),
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.io(&self.dir, "fsync directory", e))?;
+        Ok(true)
     }
 
     fn temp_path(&self) -> PathBuf {
@@ -208,13 +267,7 @@ impl Store for StateFile {
     }
 
     fn save(&self, last: &LastOpening) -> Result<(), StateError> {
-        let mut body = serde_json::to_vec(&OnDisk {
-            version: FORMAT_VERSION,
-            last_round_id: last.round_id.clone(),
-            last_opens_at_ms: last.opens_at_ms,
-        })
-        .expect("a struct of a string and integers always serialises");
-        body.push(b'\n');
+        let body = encode(last);
         fs::create_dir_all(&self.dir).map_err(|e| self.io(&self.dir, "create directory", e))?;
         let temp = self.temp_path();
         if let Err(e) = write_synced(&temp, &body) {
@@ -234,6 +287,25 @@ impl Store for StateFile {
     fn location(&self) -> &Path {
         &self.path
     }
+}
+
+/// The file's content for `last`.
+fn encode(last: &LastOpening) -> Vec<u8> {
+    let mut body = serde_json::to_vec(&OnDisk {
+        version: FORMAT_VERSION,
+        last_round_id: last.round_id.clone(),
+        last_opens_at_ms: last.opens_at_ms,
+    })
+    .expect("a struct of a string and integers always serialises");
+    body.push(b'\n');
+    body
+}
+
+/// The wall clock in epoch ms (as [`crate::clock::SystemClock`]; 0 before 1970).
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Creates `path` (which must not exist), writes `bytes` and fsyncs it.
@@ -318,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_file_is_a_first_start() {
+    fn missing_file_loads_as_nothing_recorded() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(StateFile::new(dir.path()).load().unwrap(), None);
         // Also when the directory itself does not exist yet.
@@ -372,11 +444,55 @@ mod tests {
     }
 
     #[test]
-    fn check_writable_creates_the_directory_and_leaves_nothing() {
+    fn check_writable_without_a_file_records_an_opening_now() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("a/b");
-        StateFile::new(&sub).check_writable().unwrap();
-        assert_eq!(fs::read_dir(&sub).unwrap().count(), 0);
+        let state = StateFile::new(&sub);
+        let before = now_ms();
+        state.check_writable().unwrap();
+        let after = now_ms();
+        let last = state.load().unwrap().expect("an opening is recorded");
+        assert_eq!(last.round_id, ASSUMED_ROUND_ID);
+        assert!(
+            (before..=after).contains(&last.opens_at_ms),
+            "{last:?} not in {before}..={after}"
+        );
+        // Only the state file is left (no temporary or probe file).
+        let names: Vec<_> = fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![STATE_FILE_NAME.to_owned()]);
+    }
+
+    #[test]
+    fn check_writable_keeps_an_existing_file_valid_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFile::new(dir.path());
+        state.save(&opening(1_700_000_000_000)).unwrap();
+        state.check_writable().unwrap();
+        assert_eq!(state.load().unwrap(), Some(opening(1_700_000_000_000)));
+        // A corrupt file stays corrupt (the scheduler treats it as an opening now) and the probe
+        // leaves nothing behind.
+        fs::write(state.path(), b"{not json").unwrap();
+        state.check_writable().unwrap();
+        assert_eq!(fs::read(state.path()).unwrap(), b"{not json");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_assumed_opening_never_replaces_one_saved_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFile::new(dir.path());
+        // `open-round` saved between the daemon's look at the directory and its write.
+        state.save(&opening(1_700_000_000_000)).unwrap();
+        let assumed = LastOpening {
+            round_id: ASSUMED_ROUND_ID.to_owned(),
+            opens_at_ms: 1_800_000_000_000,
+        };
+        assert!(!state.create_if_missing(&assumed).unwrap());
+        assert_eq!(state.load().unwrap(), Some(opening(1_700_000_000_000)));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
