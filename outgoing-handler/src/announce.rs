@@ -7,10 +7,11 @@
 //!    `GCM` entry (an FCM HTTP v1 message: `notification` {title, body}, `data` {round_id,
 //!    closes_at_ms} as strings, `android` {ttl, priority high}), and `APNS`/`APNS_SANDBOX` entries
 //!    (`aps.alert` plus round_id and closes_at_ms), with the message attributes
-//!    `AWS.SNS.MOBILE.FCM.TTL` and `AWS.SNS.MOBILE.APNS.TTL` set to the whole seconds left in the
-//!    window.
+//!    `AWS.SNS.MOBILE.FCM.TTL` and `AWS.SNS.MOBILE.APNS.TTL` set to the whole seconds left until
+//!    the round closes (`closes_at_ms`: the window plus the fan-out, see [`crate::fanout`]), so a
+//!    phone told late in the fan-out still gets the push, and none gets it after the close.
 //!
-//! Both steps are retried with the shared [`Backoff`] while the round's window is open, and never
+//! Both steps are retried with the shared [`Backoff`] while the round is open, and never
 //! after: a push that arrives after the round closed is worse than none. A publish attempt starts
 //! only while at least one whole second of the window is left (the time-to-live it carries).
 //! An error that no retry can fix (a queue or topic that does not exist, a refused parameter)
@@ -31,6 +32,7 @@ use rand::Rng;
 use serde_json::json;
 
 use crate::clock::Clock;
+use crate::fanout;
 
 /// Title of the push notification.
 pub const NOTIFICATION_TITLE: &str = "ButtonParty";
@@ -48,6 +50,9 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_PUBLISH_LEFT_MS: i64 = 1_000;
 /// A timestamp send needs the window to be still open.
 const MIN_TIMESTAMP_LEFT_MS: i64 = 1;
+/// Longest wait for the topic's subscription count before a round (then the last count read is
+/// used): the round's opening waits for it.
+pub const AUDIENCE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// SQS and SNS error codes that a retry cannot fix.
 const PERMANENT_CODES: &[&str] = &[
@@ -68,20 +73,23 @@ const PERMANENT_CODES: &[&str] = &[
     "AuthorizationErrorException",
 ];
 
-/// Builds a new round opening at `opens_at_ms` with a press window of `window`.
+/// Builds a new round opening at `opens_at_ms` with a press window of `window`, closing
+/// `window + fan_out_ms` after it opens (see [`crate::fanout`]); `window_ms` carries the base
+/// window.
 ///
 /// The id is `<opens_at_ms, 13 digits>-<8 random hex digits>`: unique, and sorting ids as strings
 /// sorts rounds by opening time (until the year 2286).
 pub fn new_round<R: Rng + ?Sized>(
     opens_at_ms: i64,
     window: Duration,
+    fan_out_ms: i64,
     rng: &mut R,
 ) -> RoundAnnouncement {
-    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let window_ms = fanout::duration_ms(window);
     RoundAnnouncement {
         round_id: format!("{opens_at_ms:013}-{:08x}", rng.random::<u32>()),
         opens_at_ms,
-        closes_at_ms: opens_at_ms.saturating_add(window_ms),
+        closes_at_ms: fanout::closes_at_ms(opens_at_ms, window_ms, fan_out_ms),
         window_ms: Some(window_ms),
     }
 }
@@ -250,17 +258,38 @@ impl<C: Clock> Announcer<C> {
         }
     }
 
-    /// Checks that the topic answers (`GetTopicAttributes`).
-    pub async fn check_topic(&self) -> Result<(), AttemptError> {
+    /// Checks that the topic answers (`GetTopicAttributes`); returns its
+    /// `SubscriptionsConfirmed` when it has a readable one.
+    pub async fn check_topic(&self) -> Result<Option<u64>, AttemptError> {
+        self.topic_attributes(ATTEMPT_TIMEOUT)
+            .await
+            .map(|count| count.ok())
+    }
+
+    /// The number of phones a publish reaches: the topic's `SubscriptionsConfirmed`
+    /// (`GetTopicAttributes`, at most [`AUDIENCE_TIMEOUT`]). SNS updates the count with some
+    /// delay; it is what a capacity estimate needs, not an exact figure.
+    pub async fn topic_audience(&self) -> Result<u64, AttemptError> {
+        self.topic_attributes(AUDIENCE_TIMEOUT)
+            .await?
+            .map_err(AttemptError::Transient)
+    }
+
+    /// `GetTopicAttributes`: the outer error when the call failed, the inner one when the
+    /// subscription count is missing or not a number.
+    async fn topic_attributes(&self, limit: Duration) -> Result<Result<u64, String>, AttemptError> {
         let call = self
             .sns
             .get_topic_attributes()
             .topic_arn(&self.topic_arn)
             .send();
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, call).await {
-            Ok(Ok(_)) => Ok(()),
+        match tokio::time::timeout(limit, call).await {
+            Ok(Ok(out)) => Ok(subscriptions_confirmed(out.attributes())),
             Ok(Err(e)) => Err(AttemptError::from_sdk(&e)),
-            Err(_) => Err(AttemptError::Transient("no answer".into())),
+            Err(_) => Err(AttemptError::Transient(format!(
+                "no answer within {} ms",
+                limit.as_millis()
+            ))),
         }
     }
 
@@ -350,6 +379,22 @@ impl<C: Clock> Announcer<C> {
     }
 }
 
+/// The topic attribute holding the number of confirmed subscriptions.
+pub const SUBSCRIPTIONS_CONFIRMED: &str = "SubscriptionsConfirmed";
+
+/// `SubscriptionsConfirmed` from a topic's attributes.
+pub fn subscriptions_confirmed(
+    attributes: Option<&std::collections::HashMap<String, String>>,
+) -> Result<u64, String> {
+    let value = attributes
+        .and_then(|a| a.get(SUBSCRIPTIONS_CONFIRMED))
+        .ok_or_else(|| format!("the topic has no {SUBSCRIPTIONS_CONFIRMED} attribute"))?;
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{SUBSCRIPTIONS_CONFIRMED} is not a count: {value:?}"))
+}
+
 /// Why [`retry_within_window`] gave up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exhausted {
@@ -436,7 +481,7 @@ mod tests {
         let window = Duration::from_secs(60);
         let mut rounds: Vec<_> = [5_i64, 1_700_000_000_000, 999, 1_700_000_000_001, 0]
             .into_iter()
-            .map(|t| new_round(t, window, &mut rng))
+            .map(|t| new_round(t, window, 0, &mut rng))
             .collect();
         for r in &rounds {
             assert_eq!(r.closes_at_ms, r.opens_at_ms + 60_000);
@@ -445,8 +490,8 @@ mod tests {
         rounds.sort_by(|a, b| a.round_id.cmp(&b.round_id));
         let times: Vec<_> = rounds.iter().map(|r| r.opens_at_ms).collect();
         assert_eq!(times, vec![0, 5, 999, 1_700_000_000_000, 1_700_000_000_001]);
-        let a = new_round(7, window, &mut rng);
-        let b = new_round(7, window, &mut rng);
+        let a = new_round(7, window, 0, &mut rng);
+        let b = new_round(7, window, 0, &mut rng);
         assert_ne!(a.round_id, b.round_id);
     }
 
@@ -460,7 +505,7 @@ mod tests {
         ) {
             let mut rng = SmallRng::seed_from_u64(seed);
             let window = Duration::from_secs(window_secs);
-            let (ra, rb) = (new_round(a, window, &mut rng), new_round(b, window, &mut rng));
+            let (ra, rb) = (new_round(a, window, 0, &mut rng), new_round(b, window, 0, &mut rng));
             if a != b {
                 proptest::prop_assert_eq!(ra.round_id.cmp(&rb.round_id), a.cmp(&b));
             }
@@ -468,6 +513,37 @@ mod tests {
             let parsed = buttonparty::messages::parse_round(ra.to_json().as_bytes());
             proptest::prop_assert_eq!(parsed, Ok(ra));
         }
+    }
+
+    #[test]
+    fn a_round_closes_after_its_fan_out_and_carries_the_base_window() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let fan_out = fanout::fan_out_ms(1_000_000, 10_000);
+        let r = new_round(1_000, Duration::from_secs(60), fan_out, &mut rng);
+        assert_eq!(r.closes_at_ms, 1_000 + 60_000 + 100_000);
+        assert_eq!(r.window_ms, Some(60_000));
+        assert_eq!(r.window(), 60_000);
+        let parsed = buttonparty::messages::parse_round(r.to_json().as_bytes()).unwrap();
+        assert_eq!(parsed, r);
+    }
+
+    #[test]
+    fn the_subscription_count_is_read_from_the_topic_attributes() {
+        let attrs = |v: &str| {
+            std::collections::HashMap::from([
+                (SUBSCRIPTIONS_CONFIRMED.to_owned(), v.to_owned()),
+                ("SubscriptionsPending".to_owned(), "3".to_owned()),
+            ])
+        };
+        assert_eq!(subscriptions_confirmed(Some(&attrs("0"))), Ok(0));
+        assert_eq!(
+            subscriptions_confirmed(Some(&attrs("12500000"))),
+            Ok(12_500_000)
+        );
+        assert!(subscriptions_confirmed(Some(&attrs("-1"))).is_err());
+        assert!(subscriptions_confirmed(Some(&attrs("many"))).is_err());
+        assert!(subscriptions_confirmed(Some(&Default::default())).is_err());
+        assert!(subscriptions_confirmed(None).is_err());
     }
 
     #[test]

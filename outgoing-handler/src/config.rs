@@ -6,11 +6,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use buttonparty::emf::{MetricsMode, MetricsSettings};
 use buttonparty::settings::{
     ConfigError, LogSettings, RoundSettings, StateDirSettings, TimestampQueueSettings,
     TopicSettings,
 };
 use clap::{Args, Parser, Subcommand};
+
+use crate::fanout::DEFAULT_PUSH_RATE_PER_SEC;
 
 /// Largest accepted minimum gap: ten years (a larger value is surely a mistake, and keeps all
 /// time arithmetic far from overflowing).
@@ -65,6 +68,28 @@ pub struct Settings {
     /// Where the schedule state is kept.
     #[command(flatten)]
     pub state_dir: StateDirSettings,
+    /// How long the push takes to reach every phone.
+    #[command(flatten)]
+    pub push: PushSettings,
+    /// Metric lines.
+    #[command(flatten)]
+    pub metrics: MetricsSettings,
+}
+
+/// The push fan-out: a round closes `window + ceil(audience / rate)` after it opens.
+#[derive(Debug, Clone, Args)]
+pub struct PushSettings {
+    /// Pushes the push service delivers per second (FCM's default quota is 600,000 a minute).
+    #[arg(long = "push-rate-per-sec", env = "BUTTONPARTY_PUSH_RATE_PER_SEC", value_name = "BUTTONPARTY_PUSH_RATE_PER_SEC", default_value_t = DEFAULT_PUSH_RATE_PER_SEC, value_parser = clap::value_parser!(u64).range(1..))]
+    pub push_rate_per_sec: u64,
+    /// Phones a push reaches, instead of the topic's SubscriptionsConfirmed read before each
+    /// round (for emulators that do not count subscriptions, and for tests).
+    #[arg(
+        long = "push-audience",
+        env = "BUTTONPARTY_PUSH_AUDIENCE",
+        value_name = "BUTTONPARTY_PUSH_AUDIENCE"
+    )]
+    pub push_audience: Option<u64>,
 }
 
 impl Settings {
@@ -109,6 +134,9 @@ impl Settings {
             min_gap: self.rounds.min_gap(),
             chance_per_sec: self.rounds.round_chance_per_sec,
             state_dir: self.state_dir.resolve(),
+            push_rate_per_sec: self.push.push_rate_per_sec,
+            push_audience: self.push.push_audience,
+            metrics: self.metrics.metrics,
         })
     }
 }
@@ -141,6 +169,33 @@ pub struct Config {
     /// Directory of the schedule state (`BUTTONPARTY_STATE_DIR`, else `$STATE_DIRECTORY`, else
     /// `/var/lib/buttonparty`).
     pub state_dir: PathBuf,
+    /// Pushes per second the push service delivers (`BUTTONPARTY_PUSH_RATE_PER_SEC`, >= 1).
+    pub push_rate_per_sec: u64,
+    /// Phones a push reaches, instead of the topic's count (`BUTTONPARTY_PUSH_AUDIENCE`).
+    pub push_audience: Option<u64>,
+    /// Metric lines (`BUTTONPARTY_METRICS`).
+    pub metrics: MetricsMode,
+}
+
+impl Config {
+    /// A configuration with the defaults of the settings that have one (tests and tools).
+    pub fn new(
+        timestamp_queue_url: impl Into<String>,
+        topic_arn: impl Into<String>,
+        state_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            timestamp_queue_url: timestamp_queue_url.into(),
+            topic_arn: topic_arn.into(),
+            window: Duration::from_secs(60),
+            min_gap: Duration::from_secs(3600),
+            chance_per_sec: 0.0001,
+            state_dir: state_dir.into(),
+            push_rate_per_sec: DEFAULT_PUSH_RATE_PER_SEC,
+            push_audience: None,
+            metrics: MetricsMode::Off,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +220,11 @@ mod tests {
             state_dir: StateDirSettings {
                 state_dir: Some("/tmp/x".into()),
             },
+            push: PushSettings {
+                push_rate_per_sec: DEFAULT_PUSH_RATE_PER_SEC,
+                push_audience: None,
+            },
+            metrics: MetricsSettings::default(),
         }
     }
 
@@ -179,6 +239,9 @@ mod tests {
         assert_eq!(c.window, Duration::from_secs(60));
         assert_eq!(c.min_gap, Duration::from_secs(3600));
         assert_eq!(c.state_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.push_rate_per_sec, 10_000);
+        assert_eq!(c.push_audience, None);
+        assert_eq!(c.metrics, MetricsMode::Off);
     }
 
     #[test]
@@ -233,9 +296,18 @@ mod tests {
                 "7",
                 "--state-dir",
                 "/tmp/y",
+                "--push-rate-per-sec",
+                "500",
+                "--push-audience",
+                "12345",
+                "--metrics",
+                "emf",
             ])
             .unwrap();
             let c = cli.command.settings().config().unwrap();
+            assert_eq!(c.push_rate_per_sec, 500);
+            assert_eq!(c.push_audience, Some(12_345));
+            assert_eq!(c.metrics, MetricsMode::Emf);
             assert_eq!(c.min_gap, Duration::from_secs(5));
             assert_eq!(c.window, Duration::from_secs(7));
             assert_eq!(c.chance_per_sec, 1.0);
@@ -259,8 +331,34 @@ mod tests {
             "BUTTONPARTY_ROUND_CHANCE_PER_SEC",
             "BUTTONPARTY_PRESS_WINDOW_SECS",
             "BUTTONPARTY_STATE_DIR",
+            "BUTTONPARTY_PUSH_RATE_PER_SEC",
+            "BUTTONPARTY_PUSH_AUDIENCE",
+            "BUTTONPARTY_METRICS",
         ] {
             assert!(help.contains(var), "{var} not in help");
+        }
+    }
+
+    #[test]
+    fn a_push_rate_of_zero_or_a_negative_audience_is_refused() {
+        for (flag, value) in [
+            ("--push-rate-per-sec", "0"),
+            ("--push-rate-per-sec", "-5"),
+            ("--push-audience", "-1"),
+            ("--push-audience", "lots"),
+            ("--metrics", "prometheus"),
+        ] {
+            let e = Cli::try_parse_from([
+                "outgoing-handler",
+                "open-round",
+                "--timestamp-queue-url",
+                QUEUE,
+                "--topic-arn",
+                TOPIC,
+                &format!("{flag}={value}"),
+            ])
+            .unwrap_err();
+            assert!(e.to_string().contains(flag), "{flag} {value}: {e}");
         }
     }
 }

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::announce::new_round;
 use crate::clock::Clock;
+use crate::fanout::{DEFAULT_PUSH_RATE_PER_SEC, FanOut};
 use crate::state::{LastOpening, Store};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -46,7 +47,7 @@ pub struct SchedulerSettings {
     pub chance_per_sec: f64,
     /// Minimum time between two openings.
     pub min_gap: Duration,
-    /// A round's press window (`closes_at = opens_at + window`).
+    /// A round's base press window (`closes_at = opens_at + window + fan-out`).
     pub window: Duration,
     /// How long an announcement in progress may go on after shutdown was requested.
     pub shutdown_grace: Duration,
@@ -58,8 +59,16 @@ pub struct SchedulerSettings {
 /// implementation sends the timestamp message and the push and logs the outcome; tests record
 /// the rounds.
 pub trait Announce {
-    /// Announces `round`. The scheduler waits for it (sending watchdog pings meanwhile), except
-    /// that after a shutdown request it waits at most [`SchedulerSettings::shutdown_grace`].
+    /// The fan-out of the round about to open (how many phones the push reaches, how fast),
+    /// asked just before its opening time is taken; the round's close covers it. The default:
+    /// no fan-out time.
+    fn fan_out(&mut self) -> impl Future<Output = FanOut> + Send {
+        std::future::ready(FanOut::none(DEFAULT_PUSH_RATE_PER_SEC))
+    }
+
+    /// Announces `round` (its close covers the fan-out [`Announce::fan_out`] just returned). The
+    /// scheduler waits for it (sending watchdog pings meanwhile), except that after a shutdown
+    /// request it waits at most [`SchedulerSettings::shutdown_grace`].
     fn announce(&mut self, round: RoundAnnouncement) -> impl Future<Output = ()> + Send;
 }
 
@@ -248,15 +257,27 @@ impl<R: Rng + Send, C: Clock, S: Store> Scheduler<R, C, S> {
         }
     }
 
-    /// Opens a round at this tick: record it, then announce it.
+    /// Opens a round at this tick: learn its fan-out, record it, then announce it.
     async fn open<A: Announce>(
         &mut self,
         tick: Instant,
         announcer: &mut A,
         shutdown: &CancellationToken,
     ) {
+        // Asked before the opening time is taken, so the time the answer takes is not taken from
+        // the round's window.
+        let fan_out = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            f = announcer.fan_out() => f,
+        };
         let opens_at_ms = self.clock.now_ms();
-        let round = new_round(opens_at_ms, self.settings.window, &mut self.rng);
+        let round = new_round(
+            opens_at_ms,
+            self.settings.window,
+            fan_out.ms(),
+            &mut self.rng,
+        );
         let last = LastOpening {
             round_id: round.round_id.clone(),
             opens_at_ms,
@@ -420,6 +441,45 @@ mod tests {
         assert!(
             (mean - expected).abs() <= 0.02 * expected,
             "mean gap {mean} s, expected {expected} s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_closes_after_the_window_plus_the_fan_out_asked_before_it_opens() {
+        /// Answers the fan-out after 2 s (a slow topic read) with 1,000,000 phones at 10,000/s.
+        struct Wide(Vec<RoundAnnouncement>, CancellationToken);
+        impl Announce for Wide {
+            async fn fan_out(&mut self) -> FanOut {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                FanOut {
+                    audience: 1_000_000,
+                    source: crate::fanout::AudienceSource::Topic,
+                    rate_per_sec: 10_000,
+                }
+            }
+            async fn announce(&mut self, round: RoundAnnouncement) {
+                self.0.push(round);
+                self.1.cancel();
+            }
+        }
+        let shutdown = CancellationToken::new();
+        let clock = TokioClock::starting_at(EPOCH_MS);
+        let mut scheduler = Scheduler::resume(
+            settings(30, 1.0),
+            SmallRng::seed_from_u64(1),
+            clock,
+            MemoryStore::default(),
+        );
+        let mut wide = Wide(Vec::new(), shutdown.clone());
+        scheduler.run(&mut wide, &shutdown).await;
+        let round = &wide.0[0];
+        // The tick at 1 s, then the 2 s read: the round opens when the answer is in.
+        assert_eq!(round.opens_at_ms, EPOCH_MS + 3_000);
+        assert_eq!(round.closes_at_ms, round.opens_at_ms + 10_000 + 100_000);
+        assert_eq!(round.window_ms, Some(10_000));
+        assert_eq!(
+            scheduler.last_opening().unwrap().opens_at_ms,
+            round.opens_at_ms
         );
     }
 

@@ -7,9 +7,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{Stack, check_endpoint_message, decode_json, round_of, sent_ms};
-use outgoing_handler::OpenRoundError;
-use outgoing_handler::announce::AnnounceError;
+use outgoing_handler::announce::{AnnounceError, Announcer};
+use outgoing_handler::clock::SystemClock;
+use outgoing_handler::fanout::AudienceSource;
 use outgoing_handler::state::{StateFile, Store};
+use outgoing_handler::{FanOutPlanner, OpenRoundError};
 use serde_json::Value;
 
 const WINDOW_SECS: u64 = 60;
@@ -163,5 +165,96 @@ async fn a_push_that_cannot_be_published_is_reported_after_the_timestamp_went_ou
     // The timestamp message went out before the publish was tried.
     let stamps = stack.receive(&stack.timestamp.url, 1).await;
     assert_eq!(stamps.iter().map(round_of).collect::<Vec<_>>(), vec![round]);
+    stack.cleanup(&[]).await;
+}
+
+#[tokio::test]
+async fn a_large_audience_makes_the_round_close_later_and_the_push_live_until_then() {
+    let stack = Stack::new("og-fanout").await;
+    let endpoints = stack.subscribe_endpoints(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = stack.config(dir.path(), 20);
+    // 250,000 phones at 1,000 pushes/s: 250 s of fan-out after a 20 s window.
+    config.push_audience = Some(250_000);
+    config.push_rate_per_sec = 1_000;
+    let opened = outgoing_handler::open_round(&config, &stack.clients)
+        .await
+        .expect("open round");
+    let round = &opened.round;
+    assert_eq!(
+        (opened.fan_out.audience, opened.fan_out.source),
+        (250_000, AudienceSource::Override)
+    );
+    assert_eq!(round.closes_at_ms - round.opens_at_ms, 20_000 + 250_000);
+    assert_eq!(round.window_ms, Some(20_000));
+    // The push lives until the round closes, far beyond the base window.
+    assert!(
+        (260..=270).contains(&opened.announced.ttl_secs),
+        "ttl {}",
+        opened.announced.ttl_secs
+    );
+    // The incoming handlers get the later close and the base window.
+    let stamped = round_of(&stack.receive(&stack.timestamp.url, 1).await[0]);
+    assert_eq!(&stamped, round);
+    // The phone gets the later close, with the TTL attributes.
+    let messages = stack.wait_endpoint_messages(&endpoints[0], 1).await;
+    assert_eq!(check_endpoint_message(&messages[0], 270), round.round_id);
+    let data = &decode_json(&messages[0]["Message"])["fcmV1Message"]["message"]["data"];
+    assert_eq!(data["closes_at_ms"], round.closes_at_ms.to_string());
+    stack.cleanup(&[]).await;
+}
+
+#[tokio::test]
+async fn the_audience_is_read_from_the_topic_and_the_last_count_is_kept_when_it_cannot_be() {
+    let stack = Stack::new("og-audience").await;
+    stack.subscribe_endpoints(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = stack.config(dir.path(), 60);
+    let announcer = Announcer::new(
+        stack.clients.sqs.clone(),
+        stack.clients.sns.clone(),
+        &config.timestamp_queue_url,
+        &config.topic_arn,
+        SystemClock,
+    );
+    let mut planner = FanOutPlanner::new(&config);
+    let first = planner.plan(&announcer).await;
+    assert_eq!(first.source, AudienceSource::Topic);
+    assert_eq!(first.rate_per_sec, 10_000);
+    // What the topic reports (LocalStack reports 0 whatever the subscriptions; AWS counts them).
+    let counted = announcer.topic_audience().await.expect("topic attributes");
+    assert_eq!(first.audience, counted);
+
+    // The topic cannot be read any more: the last count read, not 0.
+    let _ = stack
+        .sns
+        .delete_topic()
+        .topic_arn(&stack.topic_arn)
+        .send()
+        .await;
+    let later = planner.plan(&announcer).await;
+    assert_eq!(
+        (later.audience, later.source),
+        (first.audience, AudienceSource::LastKnown)
+    );
+    assert!(announcer.topic_audience().await.is_err());
+
+    // A planner that never read the topic: audience 0, the base window only.
+    let mut fresh = FanOutPlanner::new(&config);
+    let unknown = fresh.plan(&announcer).await;
+    assert_eq!(
+        (unknown.audience, unknown.source),
+        (0, AudienceSource::Unknown)
+    );
+    assert_eq!(unknown.ms(), 0);
+
+    // With an override the topic is not needed at all.
+    let mut overridden = config.clone();
+    overridden.push_audience = Some(30_000);
+    let f = FanOutPlanner::new(&overridden).plan(&announcer).await;
+    assert_eq!(
+        (f.audience, f.source, f.ms()),
+        (30_000, AudienceSource::Override, 3_000)
+    );
     stack.cleanup(&[]).await;
 }

@@ -31,6 +31,9 @@ fn handler() -> Command {
         "BUTTONPARTY_PRESS_WINDOW_SECS",
         "BUTTONPARTY_ROUND_MIN_GAP_SECS",
         "BUTTONPARTY_ROUND_CHANCE_PER_SEC",
+        "BUTTONPARTY_PUSH_AUDIENCE",
+        "BUTTONPARTY_PUSH_RATE_PER_SEC",
+        "BUTTONPARTY_METRICS",
         "STATE_DIRECTORY",
         "JOURNAL_STREAM",
         "NOTIFY_SOCKET",
@@ -136,7 +139,13 @@ fn sigterm(child: &Child) {
 }
 
 async fn open_round(stack: &Stack, state_dir: &Path) -> Value {
+    open_round_with(stack, state_dir, &[]).await.0
+}
+
+/// `open-round` with extra environment variables; returns the round printed and stderr.
+async fn open_round_with(stack: &Stack, state_dir: &Path, env: &[(&str, &str)]) -> (Value, String) {
     let out = handler_for(stack, state_dir)
+        .envs(env.iter().copied())
         .arg("open-round")
         .output()
         .await
@@ -153,7 +162,7 @@ async fn open_round(stack: &Stack, state_dir: &Path) -> Value {
     assert!(stdout.ends_with('\n'));
     let round: Value = serde_json::from_str(lines[0]).expect("stdout is JSON");
     assert!(stderr.contains("round opened"), "{stderr}");
-    round
+    (round, stderr.into_owned())
 }
 
 #[tokio::test]
@@ -168,13 +177,15 @@ async fn open_round_prints_one_json_line_and_records_the_round() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(fields.len(), 3, "{round}");
+    assert_eq!(fields.len(), 4, "{round}");
     let id = round["round_id"].as_str().expect("round_id string");
     let opens = round["opens_at_ms"].as_i64().expect("opens_at_ms integer");
     let closes = round["closes_at_ms"]
         .as_i64()
         .expect("closes_at_ms integer");
+    // LocalStack counts no subscription: no fan-out time, the default window.
     assert_eq!(closes - opens, 60_000, "default window");
+    assert_eq!(round["window_ms"], 60_000);
     // Recorded in the state, so the daemon's gap restarts from it.
     let last = StateFile::new(dir.path()).load().unwrap().unwrap();
     assert_eq!((last.round_id.as_str(), last.opens_at_ms), (id, opens));
@@ -190,6 +201,62 @@ async fn open_round_prints_one_json_line_and_records_the_round() {
         ),
         (id, opens, closes)
     );
+    stack.cleanup(&[]).await;
+}
+
+#[tokio::test]
+async fn open_round_with_an_audience_closes_after_the_fan_out_and_prints_a_metric_line() {
+    let stack = Stack::new("og-bin-fanout").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (round, stderr) = open_round_with(
+        &stack,
+        dir.path(),
+        &[
+            ("BUTTONPARTY_PUSH_AUDIENCE", "1000000"),
+            ("BUTTONPARTY_PUSH_RATE_PER_SEC", "10000"),
+            ("BUTTONPARTY_METRICS", "emf"),
+        ],
+    )
+    .await;
+    let opens = round["opens_at_ms"].as_i64().unwrap();
+    let closes = round["closes_at_ms"].as_i64().unwrap();
+    // 60 s window + 1,000,000 pushes at 10,000/s.
+    assert_eq!(closes - opens, 160_000, "{round}");
+    assert_eq!(round["window_ms"], 60_000);
+    let line = stderr.lines().find(|l| l.contains("round opened")).unwrap();
+    for field in [
+        "audience=1000000",
+        "audience_source=override",
+        "push_rate_per_sec=10000",
+        "fan_out_ms=100000",
+        "window_ms=60000",
+    ] {
+        assert!(line.contains(field), "{field} not in {line}");
+    }
+    // The push lives until the round closes, well past the 60 s window.
+    let ttl: i64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ttl_secs="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no ttl_secs in {line}"));
+    assert!((150..=160).contains(&ttl), "ttl_secs={ttl}");
+    // The metric line goes to stderr (stdout is the round's one line, checked above).
+    let emf: Value = stderr
+        .lines()
+        .find(|l| l.starts_with('{') && l.contains("\"_aws\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| panic!("no EMF line in {stderr}"));
+    assert_eq!(emf["RoundsOpened"], 1);
+    assert_eq!(emf["PushesPublished"], 1_000_000);
+    assert_eq!(emf["Service"], "outgoing-handler");
+    assert_eq!(
+        emf["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "ButtonParty"
+    );
+    // The timestamp queue carries the later close and the base window.
+    let stamped = round_of(&stack.receive(&stack.timestamp.url, 1).await[0]);
+    assert_eq!(stamped.closes_at_ms, closes);
+    assert_eq!(stamped.window_ms, Some(60_000));
     stack.cleanup(&[]).await;
 }
 

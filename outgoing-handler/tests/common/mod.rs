@@ -66,12 +66,8 @@ impl Stack {
     /// The handler's configuration for these resources.
     pub fn config(&self, state_dir: &Path, window_secs: u64) -> Config {
         Config {
-            timestamp_queue_url: self.timestamp.url.clone(),
-            topic_arn: self.topic_arn.clone(),
             window: Duration::from_secs(window_secs),
-            min_gap: Duration::from_secs(3600),
-            chance_per_sec: 0.0001,
-            state_dir: state_dir.to_owned(),
+            ..Config::new(&self.timestamp.url, &self.topic_arn, state_dir)
         }
     }
 
@@ -261,7 +257,8 @@ pub fn decode_json(value: &Value) -> Value {
 
 /// Checks one message LocalStack recorded for a platform endpoint: the FCM payload with the
 /// round's id and closing time as data, a notification, an android TTL, and the FCM and APNs TTL
-/// attributes within the window. Returns the round id it carries.
+/// attributes of 1 to `window_secs` seconds (the round's whole length: its window plus its
+/// fan-out). Returns the round id it carries.
 pub fn check_endpoint_message(message: &Value, window_secs: i64) -> String {
     let gcm = decode_json(&message["Message"]);
     let fcm = &gcm["fcmV1Message"]["message"];
