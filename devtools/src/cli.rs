@@ -57,6 +57,10 @@ pub enum Command {
     /// The benchmark (issue 7): queue and database ceilings, the handler end to end, round
     /// opening and reads at scale, on resources of its own. Run it through scripts/bench.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Capacity model (issue 13): simulate one round at N players (no AWS, no database) and
+    /// print its timeline and verdicts; or, with --from-bench FILE, replay a benchmark run and
+    /// compare the simulated drain time with the measured one.
+    Capacity(Box<crate::capacity::CapacityArgs>),
 }
 
 /// The simulated players.
@@ -272,6 +276,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::WaitRegistered(args) => wait_registered(args, cli.progress).await,
         Command::WaitDrained(args) => wait_drained_cmd(args, cli.progress).await,
         Command::Bench(args) => crate::bench::run(*args, cli.progress).await,
+        Command::Capacity(args) => crate::capacity::run(*args),
         Command::WaitFetchApi(args) => {
             let fetch = FetchClient::new(&args.fetch.fetch_url)?;
             fetch

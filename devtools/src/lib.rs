@@ -9,6 +9,8 @@
 //! - [`summary`], [`fetch`], [`queues`], [`round`]: reading the outcome back;
 //! - [`bench`] (with [`bench_env`], [`bench_parts`], [`bench_proc`], [`bench_report`]): the
 //!   benchmark of issue 7, `bp-dev bench` (run it through `scripts/bench`);
+//! - [`capacity`]: `bp-dev capacity`, a discrete-event simulation of one round at any scale
+//!   (issue 13), and its cross-check against a benchmark run;
 //! - [`cli`]: the `bp-dev` command line.
 
 pub mod bench;
@@ -16,6 +18,7 @@ pub mod bench_env;
 pub mod bench_parts;
 pub mod bench_proc;
 pub mod bench_report;
+pub mod capacity;
 pub mod cli;
 pub mod fetch;
 pub mod plan;
