@@ -107,10 +107,19 @@ pub struct RunArgs {
     /// Most messages held (received, not yet deleted) at once.
     #[arg(long, env = "BUTTONPARTY_MAX_IN_FLIGHT", value_name = "BUTTONPARTY_MAX_IN_FLIGHT", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(10..=100_000))]
     pub max_in_flight: u32,
-    /// Long-poll wait of the timestamp and add-user queues, in seconds (short, because presses
-    /// whose rejection depends on them wait for them).
-    #[arg(long, env = "BUTTONPARTY_CATCHUP_POLL_SECS", value_name = "BUTTONPARTY_CATCHUP_POLL_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=20))]
-    pub catchup_poll_secs: u64,
+    /// Concurrent receivers on the add-user queue.
+    #[arg(long, env = "BUTTONPARTY_ADD_USER_RECEIVERS", value_name = "BUTTONPARTY_ADD_USER_RECEIVERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub add_user_receivers: u32,
+    /// Players whose push endpoints one add-user receiver brings up to date at once (SNS calls
+    /// in flight per receiver).
+    #[arg(long, env = "BUTTONPARTY_PUSH_CONCURRENCY", value_name = "BUTTONPARTY_PUSH_CONCURRENCY", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub push_concurrency: u32,
+    /// Events of names that never register are kept this long (seconds after they were sent),
+    /// then count as rejected; rejected events are removed after it too. Must exceed the
+    /// queues' message retention (at most 14 days), so that nothing sent before them can still
+    /// arrive. Default 15 days.
+    #[arg(long, env = "BUTTONPARTY_PENDING_HORIZON_SECS", value_name = "BUTTONPARTY_PENDING_HORIZON_SECS", default_value_t = 1_296_000, value_parser = clap::value_parser!(u64).range(60..))]
+    pub pending_horizon_secs: u64,
     /// After SIGTERM, how long in-flight work may take before unapplied messages are released.
     #[arg(
         long,
@@ -119,6 +128,10 @@ pub struct RunArgs {
         default_value_t = 25
     )]
     pub drain_secs: u64,
+    /// The unit's stop timeout (systemd `TimeoutStopSec`), in seconds: the drain must end well
+    /// before it (`BUTTONPARTY_DRAIN_SECS` at most this minus 10).
+    #[arg(long, env = "BUTTONPARTY_STOP_TIMEOUT_SECS", value_name = "BUTTONPARTY_STOP_TIMEOUT_SECS", default_value_t = 45, value_parser = clap::value_parser!(u64).range(11..))]
+    pub stop_timeout_secs: u64,
     /// Interval of the stats log line, in seconds.
     #[arg(long, env = "BUTTONPARTY_STATS_INTERVAL_SECS", value_name = "BUTTONPARTY_STATS_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub stats_interval_secs: u64,
@@ -156,10 +169,14 @@ pub struct Config {
     pub batch_linger: Duration,
     /// Held-message bound.
     pub max_in_flight: usize,
-    /// Long-poll wait of the press and powerup queues.
+    /// Long-poll wait of every queue.
     pub poll_wait: Duration,
-    /// Long-poll wait of the timestamp and add-user queues.
-    pub catchup_poll: Duration,
+    /// Receivers on the add-user queue.
+    pub add_user_receivers: u32,
+    /// Push endpoints synced at once per add-user receiver.
+    pub push_concurrency: usize,
+    /// How long events of unregistered names are kept.
+    pub pending_horizon: Duration,
     /// Drain deadline after SIGTERM.
     pub drain: Duration,
     /// Stats line interval.
@@ -168,7 +185,30 @@ pub struct Config {
     pub identity_attribute: Option<String>,
 }
 
+/// Long-poll wait of every receive: at most this long for a stop to wait for an outstanding
+/// receive (which is let finish, then released).
+pub const POLL_WAIT: Duration = Duration::from_secs(10);
+
+/// Time kept between the end of the drain and the unit's stop timeout.
+pub const STOP_MARGIN_SECS: u64 = 10;
+
 impl RunArgs {
+    /// The drain deadline, checked against the stop timeout.
+    fn drain(&self) -> Result<Duration, ConfigError> {
+        let longest = self.stop_timeout_secs.saturating_sub(STOP_MARGIN_SECS);
+        if self.drain_secs > longest {
+            return Err(ConfigError::Invalid {
+                var: "BUTTONPARTY_DRAIN_SECS",
+                reason: format!(
+                    "{} s does not end {STOP_MARGIN_SECS} s before the stop timeout \
+                     (BUTTONPARTY_STOP_TIMEOUT_SECS = {} s): at most {longest}",
+                    self.drain_secs, self.stop_timeout_secs
+                ),
+            });
+        }
+        Ok(Duration::from_secs(self.drain_secs))
+    }
+
     /// Validates the settings; a missing one is named.
     pub fn config(&self) -> Result<Config, ConfigError> {
         Ok(Config {
@@ -198,9 +238,11 @@ impl RunArgs {
             batch_size: self.batch_size as usize,
             batch_linger: Duration::from_millis(self.batch_linger_ms),
             max_in_flight: self.max_in_flight as usize,
-            poll_wait: Duration::from_secs(20),
-            catchup_poll: Duration::from_secs(self.catchup_poll_secs),
-            drain: Duration::from_secs(self.drain_secs),
+            poll_wait: POLL_WAIT,
+            add_user_receivers: self.add_user_receivers,
+            push_concurrency: self.push_concurrency as usize,
+            pending_horizon: Duration::from_secs(self.pending_horizon_secs),
+            drain: self.drain()?,
             stats_interval: Duration::from_secs(self.stats_interval_secs),
             identity_attribute: self.identity_attribute.clone().filter(|a| !a.is_empty()),
         })

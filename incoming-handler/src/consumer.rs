@@ -47,16 +47,25 @@ pub struct Receiver {
     /// Delay policy after a failed receive.
     pub backoff: Backoff,
     /// Progress marker for the watchdog.
-    pub progress: Arc<crate::Progress>,
+    pub progress: Arc<crate::health::Progress>,
+    /// Cancelled at the drain deadline: a receive still outstanding then is abandoned.
+    pub hard_stop: CancellationToken,
 }
 
 impl Receiver {
     /// Receives until `stop` is cancelled, handing each receive's messages to `sink`.
+    ///
+    /// A long poll outstanding when `stop` is cancelled is not abandoned (the queue would still
+    /// hand it messages, which would then stay invisible for the visibility timeout): it is let
+    /// finish, up to the drain deadline (`hard_stop`), and what it returns is released at once.
     pub async fn run<S: Sink>(self, sink: Arc<S>, stop: CancellationToken) {
         let mut delays = self.backoff.iter();
         let mut failing = false;
         loop {
             self.progress.tick();
+            if stop.is_cancelled() {
+                break;
+            }
             if !self.health.is_healthy() {
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -72,7 +81,7 @@ impl Receiver {
             };
             let started = Instant::now();
             let received = tokio::select! {
-                _ = stop.cancelled() => break,
+                _ = self.hard_stop.cancelled() => break,
                 r = self.queue.receive(self.batch as i32, self.wait) => r,
             };
             match received {
@@ -88,7 +97,16 @@ impl Receiver {
                         tracing::debug!(queue = %self.queue.kind, message_id = %m.message_id, receive_count = m.receive_count, "redelivered message");
                     }
                     let held = self.inflight.hold(self.queue.kind, msgs, permits);
-                    sink.handle(started, self.batch as usize, held).await;
+                    if stop.is_cancelled() {
+                        // Received while stopping: back to the queue for the next handler.
+                        release(&self.queue, held).await;
+                        break;
+                    }
+                    crate::health::within(
+                        self.progress.clone(),
+                        sink.handle(started, self.batch as usize, held),
+                    )
+                    .await;
                 }
                 Err(e) => {
                     drop(permits);

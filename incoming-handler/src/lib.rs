@@ -1,46 +1,47 @@
 //! The ButtonParty incoming handler: the only writer of game state.
 //!
-//! One receiver task per queue (several for presses) long-polls SQS and hands each receive to
-//! that queue's consumer ([`rounds`], [`users`], [`powerups`], [`presses`]). Presses are gathered
-//! into batches and judged and written in one transaction each ([`batch_writer`]). A message is
-//! deleted only after what it caused is committed; redeliveries are recognised, so every message
-//! takes effect exactly once. While the database is unavailable receiving pauses and held messages
-//! are kept invisible ([`inflight`]); on SIGTERM receiving stops, in-flight work is committed and
-//! deleted, and whatever could not be applied is released.
+//! One receiver task per queue (several for presses and registrations) long-polls SQS and hands
+//! each receive to that queue's consumer ([`rounds`], [`users`], [`events`]). The game is a fold
+//! of events in send order ([`buttonparty::fold`]): presses and purchases are stored as events and
+//! folded per player in batches, one transaction each ([`ledger`]); a round or registration that
+//! arrives late marks the players it changes, and the re-fold worker ([`refold`]) judges their
+//! events again from a checkpoint. A message is deleted only after what it caused is committed;
+//! redeliveries are recognised, so every message takes effect exactly once, and nothing waits in
+//! memory or in flight for another message. While the database is unavailable receiving pauses
+//! and held messages are kept invisible ([`inflight`]); on SIGTERM receiving stops, in-flight work
+//! is committed and deleted, and whatever could not be applied is released.
 
-pub mod batch_writer;
 pub mod batcher;
-pub mod catchup;
 pub mod config;
 pub mod consumer;
+pub mod events;
 pub mod health;
 pub mod identity;
 pub mod inflight;
-pub mod powerups;
-pub mod presses;
+pub mod ledger;
 pub mod push;
 pub mod queue;
+pub mod refold;
 pub mod rounds;
 pub mod stats;
 pub mod store;
 pub mod users;
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::time::Instant;
 
 use buttonparty::backoff::Backoff;
 use buttonparty::db::{Database, DbError};
 use buttonparty::notify;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::BatchLimits;
-use crate::catchup::CatchUp;
 use crate::config::Config;
 use crate::consumer::{Receiver, Sink};
-use crate::health::Health;
+use crate::health::{Health, Liveness};
 use crate::inflight::InFlight;
 use crate::queue::{Queue, QueueError, QueueKind};
 use crate::stats::Stats;
@@ -66,34 +67,6 @@ pub enum RunError {
     /// The database refused for a reason retrying does not fix (e.g. a failed migration).
     #[error(transparent)]
     Db(#[from] DbError),
-}
-
-/// Liveness of one loop, for the systemd watchdog.
-#[derive(Debug)]
-pub struct Progress {
-    origin: Instant,
-    last: AtomicU64,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Self {
-            origin: Instant::now(),
-            last: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Progress {
-    /// The loop went round.
-    pub fn tick(&self) {
-        self.last
-            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-    fn age(&self) -> Duration {
-        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
-        self.origin.elapsed().saturating_sub(last)
-    }
 }
 
 /// Applies pending migrations, retrying while the database is unreachable.
@@ -183,104 +156,111 @@ pub async fn run_with_stats(
         queues.clone().try_into().expect("four queues");
 
     let hard_stop = CancellationToken::new();
-    let progress = Arc::new(Progress::default());
+    let liveness = Liveness::default();
     let health = Health::new();
     let inflight = InFlight::new(config.max_in_flight);
-    let rounds_caught_up = CatchUp::new();
-    let users_caught_up = CatchUp::new();
-    let retrier = Retrier {
+    let refold_wake = Arc::new(Notify::new());
+    let retrier = || Retrier {
         db: clients.db.clone(),
         health: health.clone(),
         stats: stats.clone(),
         hard_stop: hard_stop.clone(),
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
-        progress: progress.clone(),
     };
-    let receiver = |queue: &Queue, wait: Duration| Receiver {
+    let receiver = |queue: &Queue, n: u32| Receiver {
         queue: queue.clone(),
         inflight: inflight.clone(),
         health: health.clone(),
         stats: stats.clone(),
-        wait,
+        wait: config.poll_wait,
         batch: 10,
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(20)),
-        progress: progress.clone(),
+        progress: liveness.register(format!("receiver {}#{n}", queue.kind)),
+        hard_stop: hard_stop.clone(),
     };
 
     let mut receivers = JoinSet::new();
-    let spawn = |set: &mut JoinSet<()>, r: Receiver, sink: Arc<_>| {
-        let stop = shutdown.clone();
+    fn spawn<S: Sink>(set: &mut JoinSet<()>, r: Receiver, sink: Arc<S>, stop: &CancellationToken) {
+        let stop = stop.clone();
         set.spawn(async move { r.run(sink, stop).await });
-    };
-    fn arc<S: Sink>(s: S) -> Arc<S> {
-        Arc::new(s)
     }
 
+    let round_sink = Arc::new(rounds::RoundSink {
+        queue: timestamp_q.clone(),
+        retrier: retrier(),
+        stats: stats.clone(),
+        refold: refold_wake.clone(),
+    });
     spawn(
         &mut receivers,
-        receiver(&timestamp_q, config.catchup_poll),
-        arc(rounds::RoundSink {
-            queue: timestamp_q.clone(),
-            retrier: retrier.clone(),
-            stats: stats.clone(),
-            catchup: rounds_caught_up.clone(),
-        }),
+        receiver(&timestamp_q, 1),
+        round_sink,
+        &shutdown,
     );
+
     let push = push::Push {
         sns: clients.sns.clone(),
         platform_application_arn: config.platform_application_arn.clone(),
         topic_arn: config.topic_arn.clone(),
     };
-    let user_sink = arc(users::UserSink {
+    let user_sink = Arc::new(users::UserSink {
         queue: add_user_q.clone(),
-        retrier: retrier.clone(),
+        retrier: retrier(),
         push,
         stats: stats.clone(),
-        catchup: users_caught_up.clone(),
         identity_attribute: config.identity_attribute.clone(),
+        push_concurrency: config.push_concurrency,
     });
-    let r = receiver(&add_user_q, config.catchup_poll);
-    let stop = shutdown.clone();
-    receivers.spawn(async move { r.run(user_sink, stop).await });
-    let powerup_sink = arc(powerups::PowerupSink {
-        queue: powerup_q.clone(),
-        retrier: retrier.clone(),
-        stats: stats.clone(),
-        users: users_caught_up.clone(),
-        identity_attribute: config.identity_attribute.clone(),
-    });
-    let r = receiver(&powerup_q, config.poll_wait);
-    let stop = shutdown.clone();
-    receivers.spawn(async move { r.run(powerup_sink, stop).await });
-
-    let (press_tx, press_rx) = presses::channel(config.max_in_flight);
-    let press_sink = arc(presses::PressSink {
-        queue: press_q.clone(),
-        stats: stats.clone(),
-        tx: press_tx,
-        identity_attribute: config.identity_attribute.clone(),
-    });
-    for _ in 0..config.press_receivers {
-        let r = receiver(&press_q, config.poll_wait);
-        let stop = shutdown.clone();
-        let sink = press_sink.clone();
-        receivers.spawn(async move { r.run(sink, stop).await });
+    for n in 1..=config.add_user_receivers {
+        spawn(
+            &mut receivers,
+            receiver(&add_user_q, n),
+            user_sink.clone(),
+            &shutdown,
+        );
     }
-    drop(press_sink);
+    drop(user_sink);
+
+    let (event_tx, event_rx) = events::channel(config.max_in_flight);
+    for (queue, count) in [(&press_q, config.press_receivers), (&powerup_q, 1)] {
+        let sink = Arc::new(events::EventSink {
+            queue: queue.clone(),
+            stats: stats.clone(),
+            tx: event_tx.clone(),
+            identity_attribute: config.identity_attribute.clone(),
+        });
+        for n in 1..=count {
+            spawn(&mut receivers, receiver(queue, n), sink.clone(), &shutdown);
+        }
+    }
+    drop(event_tx);
     let processor = tokio::spawn(
-        presses::PressProcessor {
-            queue: press_q.clone(),
-            retrier: retrier.clone(),
+        events::Processor {
+            queues: HashMap::from([
+                (QueueKind::Press, press_q.clone()),
+                (QueueKind::Powerup, powerup_q.clone()),
+            ]),
+            retrier: retrier(),
             stats: stats.clone(),
             limits: BatchLimits {
                 max: config.batch_size,
                 linger: config.batch_linger,
             },
-            rounds: rounds_caught_up.clone(),
-            users: users_caught_up.clone(),
-            progress: progress.clone(),
+            progress: liveness.register("event processor"),
         }
-        .run(press_rx),
+        .run(event_rx),
+    );
+    let refold_stop = CancellationToken::new();
+    let refold_task = tokio::spawn(
+        refold::RefoldWorker {
+            retrier: retrier(),
+            stats: stats.clone(),
+            wake: refold_wake.clone(),
+            batch: config.batch_size,
+            horizon: config.pending_horizon,
+            progress: liveness.register("re-fold worker"),
+        }
+        .run(refold_stop.clone()),
     );
 
     let background = CancellationToken::new();
@@ -295,12 +275,13 @@ pub async fn run_with_stats(
         config.stats_interval,
         background.clone(),
     ));
-    let watchdog_task = tokio::spawn(watchdog_loop(progress, background.clone()));
+    let watchdog_task = tokio::spawn(watchdog_loop(liveness, background.clone()));
 
     notify::ready();
     notify::status("running");
     tracing::info!(
         press_receivers = config.press_receivers,
+        add_user_receivers = config.add_user_receivers,
         batch_size = config.batch_size,
         max_in_flight = config.max_in_flight,
         identity_attribute = config.identity_attribute.as_deref().unwrap_or("-"),
@@ -324,6 +305,8 @@ pub async fn run_with_stats(
     });
     while receivers.join_next().await.is_some() {}
     let _ = processor.await;
+    refold_stop.cancel();
+    let _ = refold_task.await;
     deadline.abort();
     background.cancel();
     let _ = heartbeat.await;
@@ -350,10 +333,12 @@ async fn stats_loop(
     }
 }
 
-/// Sends WATCHDOG=1 while the loops go round: receivers tick before each long poll (at most 20 s)
-/// and every second while they wait for the database or for room; the processor ticks at least
-/// every second; a retried transaction ticks at each attempt.
-async fn watchdog_loop(progress: Arc<Progress>, stop: CancellationToken) {
+/// Sends WATCHDOG=1 while every loop goes round: receivers tick before each long poll (at most
+/// 10 s, each attempt bounded by the SDK's attempt timeout) and every second while they wait for
+/// the database or for room; the processor and the re-fold worker tick at least every second; a
+/// retried transaction ticks at each attempt. One loop silent for longer than
+/// max(60 s, 4 × the watchdog interval) withholds the ping, and systemd restarts the handler.
+async fn watchdog_loop(liveness: Liveness, stop: CancellationToken) {
     let Some(interval) = notify::watchdog_interval() else {
         return;
     };
@@ -364,14 +349,15 @@ async fn watchdog_loop(progress: Arc<Progress>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let age = progress.age();
-        if age > stale_after {
-            tracing::error!(
-                stalled_for_s = age.as_secs(),
-                "no loop made progress; withholding the watchdog ping"
-            );
-        } else {
-            notify::watchdog();
+        match liveness.stalest() {
+            Some((name, age)) if age > stale_after => {
+                tracing::error!(
+                    stalled_loop = %name,
+                    stalled_for_s = age.as_secs(),
+                    "a loop made no progress; withholding the watchdog ping"
+                );
+            }
+            _ => notify::watchdog(),
         }
     }
 }

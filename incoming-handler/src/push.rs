@@ -188,6 +188,25 @@ impl Push {
         Ok(true)
     }
 
+    /// Removes an endpoint made for a token that turned out not to be the latest (best effort:
+    /// a failure is logged; the endpoint then only costs a disabled-token delivery attempt).
+    pub async fn remove(&self, reg: &Registration) {
+        if let Some(sub) = &reg.subscription_arn
+            && let Err(e) = self.sns.unsubscribe().subscription_arn(sub).send().await
+        {
+            tracing::warn!(error = %error_text(&e), "could not remove a superseded subscription");
+        }
+        if let Err(e) = self
+            .sns
+            .delete_endpoint()
+            .endpoint_arn(&reg.endpoint_arn)
+            .send()
+            .await
+        {
+            tracing::warn!(error = %error_text(&e), "could not remove a superseded endpoint");
+        }
+    }
+
     async fn subscribe(&self, endpoint: &str) -> Result<String, PushError> {
         let out = self
             .sns

@@ -1,40 +1,25 @@
 //! The timestamp consumer: records each round announced by the outgoing handler (idempotent by
-//! `round_id`), so that every handler instance judges presses against the same rounds.
+//! `round_id`), then marks for a re-fold every player with an event folded at or after the
+//! round's opening — a round learnt late changes which round those presses belong to and what
+//! the streaks are — and wakes the re-fold worker ([`crate::refold`]). The message is deleted
+//! once both are committed; a redelivery records nothing new and marks again (idempotent).
 
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use buttonparty::messages::{RoundAnnouncement, parse_round};
-use sqlx::mysql::MySqlPool;
-use sqlx::{MySql, QueryBuilder};
+use buttonparty::messages::parse_round;
+use buttonparty::rules::Round;
+use tokio::sync::Notify;
 
-use crate::catchup::CatchUp;
 use crate::consumer::{self, Sink};
 use crate::inflight::Held;
+use crate::ledger;
 use crate::queue::{Queue, now_ms};
 use crate::stats::Stats;
 use crate::store::{Retrier, StoreError};
 
-/// Inserts rounds, ignoring those already recorded. Returns how many were new.
-pub async fn record_rounds(
-    pool: &MySqlPool,
-    rounds: &[RoundAnnouncement],
-) -> Result<u64, sqlx::Error> {
-    if rounds.is_empty() {
-        return Ok(0);
-    }
-    let now = now_ms();
-    let mut q = QueryBuilder::<MySql>::new(
-        "INSERT IGNORE INTO rounds (round_id, opens_at_ms, closes_at_ms, recorded_at_ms) ",
-    );
-    q.push_values(rounds, |mut b, r| {
-        b.push_bind(r.round_id.as_bytes())
-            .push_bind(r.opens_at_ms)
-            .push_bind(r.closes_at_ms)
-            .push_bind(now);
-    });
-    Ok(q.build().execute(pool).await?.rows_affected())
-}
+/// Players marked per statement.
+const MARK_CHUNK: usize = 5_000;
 
 /// Handles receives from the timestamp queue.
 #[derive(Debug)]
@@ -45,56 +30,65 @@ pub struct RoundSink {
     pub retrier: Retrier,
     /// Counters.
     pub stats: Arc<Stats>,
-    /// Marked when the queue has been read up to a moment.
-    pub catchup: CatchUp,
+    /// Wakes the re-fold worker.
+    pub refold: Arc<Notify>,
 }
 
 impl Sink for RoundSink {
-    async fn handle(&self, started: Instant, asked: usize, msgs: Vec<Held>) {
-        let received = msgs.len();
-        let mut good = Vec::new();
-        let mut held = Vec::new();
+    async fn handle(&self, _started: Instant, _asked: usize, msgs: Vec<Held>) {
+        let mut done = Vec::new();
         for h in msgs {
-            match parse_round(h.msg.body.as_bytes()) {
-                Ok(r) => {
-                    good.push(r);
-                    held.push(h);
+            let r = match parse_round(h.msg.body.as_bytes()) {
+                Ok(r) => r,
+                Err(reason) => {
+                    consumer::dead_letter(&self.queue, &self.stats, h, &reason).await;
+                    continue;
                 }
-                Err(reason) => consumer::dead_letter(&self.queue, &self.stats, h, &reason).await,
-            }
-        }
-        if !good.is_empty() {
+            };
+            let round = Round::announced(r.opens_at_ms, r.closes_at_ms, Some(r.window()));
+            let pool = self.retrier.db.pool();
             let t = Instant::now();
-            match self
+            let recorded = self
                 .retrier
-                .run("record rounds", || {
-                    record_rounds(self.retrier.db.pool(), &good)
+                .run("record round", || {
+                    ledger::record_round(pool, &r.round_id, &round, now_ms())
+                })
+                .await;
+            let new = match recorded {
+                Ok(new) => new,
+                Err(StoreError::Abandoned) => {
+                    consumer::release(&self.queue, vec![h]).await;
+                    continue;
+                }
+                Err(StoreError::Permanent(_)) => continue,
+            };
+            let marked = match self
+                .retrier
+                .run("mark players for a re-fold", || {
+                    ledger::mark_round(pool, round.opens_at, MARK_CHUNK)
                 })
                 .await
             {
-                Ok(new) => {
-                    self.stats.batch(good.len(), t.elapsed());
-                    self.stats.applied(new as usize);
-                    for r in &good {
-                        tracing::info!(round_id = %r.round_id, opens_at_ms = r.opens_at_ms, closes_at_ms = r.closes_at_ms, "round recorded");
-                    }
-                    if (new as usize) < good.len() {
-                        tracing::debug!(
-                            duplicates = good.len() - new as usize,
-                            "rounds already recorded"
-                        );
-                    }
-                    consumer::delete(&self.queue, &self.stats, held).await;
-                }
+                Ok(n) => n,
                 Err(StoreError::Abandoned) => {
-                    consumer::release(&self.queue, held).await;
-                    return;
+                    consumer::release(&self.queue, vec![h]).await;
+                    continue;
                 }
-                Err(StoreError::Permanent(_)) => return,
+                Err(StoreError::Permanent(_)) => continue,
+            };
+            self.stats.batch(1, t.elapsed());
+            if new {
+                self.stats.applied(1);
+                tracing::info!(round_id = %r.round_id, opens_at_ms = r.opens_at_ms, closes_at_ms = r.closes_at_ms, window_ms = round.window, players_to_refold = marked, "round recorded");
+            } else {
+                self.stats.duplicate();
+                tracing::debug!(round_id = %r.round_id, players_to_refold = marked, "round already recorded");
             }
+            if marked > 0 {
+                self.refold.notify_one();
+            }
+            done.push(h);
         }
-        if received < asked {
-            self.catchup.mark(started);
-        }
+        consumer::delete(&self.queue, &self.stats, done).await;
     }
 }

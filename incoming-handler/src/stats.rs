@@ -1,7 +1,8 @@
 //! Counters, and the one info line a minute that reports them.
 //!
-//! `stats received=… applied=… rejected{…} malformed=… deferred=… batches=… batch_avg=…
-//! batch_max=… db_ms_avg=… db_ms_max=… held=…`: counts since the previous line.
+//! `stats received=… applied=… rejected={…} malformed=… pending=… duplicates=… refolded=…
+//! rejudged=… expired=… batches=… batch_avg=… batch_max=… db_ms_avg=… db_ms_max=… held=…`:
+//! counts since the previous line.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -15,7 +16,11 @@ struct Counts {
     applied: u64,
     rejected: BTreeMap<&'static str, u64>,
     malformed: u64,
-    deferred: u64,
+    pending: u64,
+    duplicates: u64,
+    refolded: u64,
+    rejudged: u64,
+    expired: u64,
     batches: u64,
     batch_items: u64,
     batch_max: u64,
@@ -47,8 +52,17 @@ pub struct Totals {
     pub rejected: u64,
     /// Malformed messages.
     pub malformed: u64,
-    /// Times a press was held back for its round or player.
-    pub deferred: u64,
+    /// Events stored without a verdict because their name is not registered (yet).
+    pub pending: u64,
+    /// Messages already applied (redeliveries, or taken by another handler first).
+    pub duplicates: u64,
+    /// Players whose fold restarted from a checkpoint (an event, round or registration that
+    /// arrived behind what was folded).
+    pub refolded: u64,
+    /// Stored events whose verdict or checkpoint changed in those re-folds.
+    pub rejudged: u64,
+    /// Pending events of names that never registered, expired (counted as rejected).
+    pub expired: u64,
     /// Database batches committed.
     pub batches: u64,
     /// Delete entries the queue refused (stale receipt handles).
@@ -93,9 +107,35 @@ impl Stats {
     pub fn malformed(&self) {
         self.with(|c| c.malformed += 1);
     }
-    /// Presses held back until the rounds or users they may depend on are read.
-    pub fn deferred(&self, n: usize) {
-        self.with(|c| c.deferred += n as u64);
+    /// Events stored pending their name's registration.
+    pub fn pending(&self, n: usize) {
+        self.with(|c| c.pending += n as u64);
+    }
+    /// A message already applied.
+    pub fn duplicate(&self) {
+        self.with(|c| c.duplicates += 1);
+    }
+    /// Players re-folded and stored events re-judged.
+    pub fn refolded(&self, players: usize, rejudged: usize) {
+        self.with(|c| {
+            c.refolded += players as u64;
+            c.rejudged += rejudged as u64;
+        });
+    }
+    /// Pending events expired.
+    pub fn expired(&self, n: usize) {
+        self.with(|c| {
+            c.expired += n as u64;
+            *c.rejected.entry("unknown_user").or_default() += n as u64;
+        });
+    }
+    /// A judged event: applied if it took effect, else rejected for its reason.
+    pub fn verdict(&self, v: &buttonparty::fold::Verdict) {
+        if v.took_effect() {
+            self.applied(1);
+        } else {
+            self.rejected(v.as_str());
+        }
     }
     /// A database batch of `items` committed after `took`.
     pub fn batch(&self, items: usize, took: Duration) {
@@ -133,7 +173,11 @@ impl Stats {
             applied: c.applied,
             rejected: c.rejected.values().sum(),
             malformed: c.malformed,
-            deferred: c.deferred,
+            pending: c.pending,
+            duplicates: c.duplicates,
+            refolded: c.refolded,
+            rejudged: c.rejudged,
+            expired: c.expired,
             batches: c.batches,
             delete_failed: c.delete_failed,
             db_retries: c.db_retries,
@@ -161,7 +205,11 @@ impl Stats {
             applied = c.applied,
             rejected = %format!("{{{rejected}}}"),
             malformed = c.malformed,
-            deferred = c.deferred,
+            pending = c.pending,
+            duplicates = c.duplicates,
+            refolded = c.refolded,
+            rejudged = c.rejudged,
+            expired = c.expired,
             batches = c.batches,
             batch_avg = avg(c.batch_items, c.batches),
             batch_max = c.batch_max,

@@ -38,8 +38,6 @@ pub struct Retrier {
     pub hard_stop: CancellationToken,
     /// Delays between attempts.
     pub backoff: Backoff,
-    /// Liveness marker for the watchdog (ticked at each attempt).
-    pub progress: Arc<crate::Progress>,
 }
 
 impl Retrier {
@@ -52,7 +50,8 @@ impl Retrier {
         let mut delays = self.backoff.iter();
         let mut failures = 0u32;
         loop {
-            self.progress.tick();
+            // Retrying through an outage is progress of the loop that asked.
+            crate::health::tick_current();
             if self.hard_stop.is_cancelled() {
                 return Err(StoreError::Abandoned);
             }

@@ -2,13 +2,39 @@
 //! (an instance profile on EC2) and `AWS_ENDPOINT_URL` (LocalStack, moto or another emulator), so
 //! one binary talks to AWS or an emulator unchanged.
 
+use std::time::Duration;
+
 use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::result::SdkError;
 
-/// Loads the shared SDK configuration from the environment.
+/// The longest one attempt of an AWS call may take: above SQS's longest long poll (20 s), so a
+/// hung connection fails the call (and its retry loop goes on) instead of stalling it for good.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest an AWS call may take with its retries.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long establishing a connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Loads the shared SDK configuration from the environment, with [`timeouts`].
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts())
+        .load()
+        .await
+}
+
+/// The timeouts of every AWS call: [`CONNECT_TIMEOUT`], [`ATTEMPT_TIMEOUT`],
+/// [`OPERATION_TIMEOUT`].
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
 }
 
 /// A one-line description of an SDK error: the service's code and message when it answered,

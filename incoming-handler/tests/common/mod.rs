@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod history;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -97,7 +99,9 @@ impl Stack {
             batch_linger: Duration::from_millis(20),
             max_in_flight: 2000,
             poll_wait: Duration::from_secs(2),
-            catchup_poll: Duration::from_secs(1),
+            add_user_receivers: 2,
+            push_concurrency: 10,
+            pending_horizon: Duration::from_secs(15 * 86_400),
             drain: Duration::from_secs(10),
             stats_interval: Duration::from_secs(60),
             identity_attribute: None,
