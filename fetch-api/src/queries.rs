@@ -46,18 +46,20 @@ pub const RANK_SQL: &str = "SELECT CAST(\
 pub const RANK_BY_COUNTING_SQL: &str = "SELECT CAST((SELECT COUNT(*) FROM users WHERE score > ?) \
      + (SELECT COUNT(*) FROM users WHERE score = ? AND username < ?) AS SIGNED)";
 
-/// The player's powerup grants that started by `now`, oldest first.
-pub const GRANTS_SQL: &str = "SELECT kind, tier, starts_at_ms, expires_at_ms FROM powerups \
-     WHERE username = ? AND starts_at_ms <= ? ORDER BY starts_at_ms, expires_at_ms";
+/// The player's powerup grants that started by `now`, in send order (`SentTimestamp`, then
+/// `MessageId`, as the incoming handler folds them).
+pub const GRANTS_SQL: &str = "SELECT powerup_kind, tier, sent_at_ms, expires_at_ms \
+     FROM player_events WHERE username = ? AND sent_at_ms <= ? AND outcome = 'bought' \
+     ORDER BY sent_at_ms, message_id";
 
 /// Rounds opened after the player's last scored round, up to `now`.
-pub const ROUNDS_SINCE_SQL: &str = "SELECT opens_at_ms, closes_at_ms FROM rounds \
+pub const ROUNDS_SINCE_SQL: &str = "SELECT opens_at_ms, closes_at_ms, window_ms FROM rounds \
      WHERE opens_at_ms > ? AND opens_at_ms <= ? ORDER BY opens_at_ms";
 
 /// The latest round opened by `now`, and whether the player scored in it.
 pub const LATEST_ROUND_SQL: &str = "SELECT r.round_id, r.opens_at_ms, r.closes_at_ms, \
-     EXISTS(SELECT 1 FROM scores s WHERE s.username = ? AND s.round_opens_at_ms = r.opens_at_ms) \
-     AS scored \
+     EXISTS(SELECT 1 FROM player_events e WHERE e.username = ? \
+        AND e.round_opens_at_ms = r.opens_at_ms AND e.outcome = 'scored') AS scored \
      FROM rounds r WHERE r.opens_at_ms <= ? ORDER BY r.opens_at_ms DESC LIMIT 1";
 
 /// The top of the leaderboard: the first entries of `users_by_score`.
@@ -224,7 +226,11 @@ async fn load_rounds_since(
         .await?;
     rows.into_iter()
         .map(|row| {
-            Ok(Round::announced(row.try_get(0)?, row.try_get(1)?, None))
+            Ok(Round::announced(
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+            ))
         })
         .collect()
 }

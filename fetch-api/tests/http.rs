@@ -80,6 +80,26 @@ async fn self_shows_score_streak_rank_powerups_and_current_round() {
 }
 
 #[tokio::test]
+async fn grants_of_one_type_bought_in_the_same_millisecond_follow_send_order() {
+    // Two multipliers sent in the same millisecond: the message id orders them, as in the
+    // incoming handler's fold; the later one replaces the earlier.
+    let db = TestDb::new().await;
+    let seed = Seed(&db.pool);
+    seed.user("kim", 10, 0, None).await;
+    seed.powerup_message("kim", PowerupKind::Multiplier, 4, hours(-1), "b-second")
+        .await;
+    seed.powerup_message("kim", PowerupKind::Multiplier, 1, hours(-1), "a-first")
+        .await;
+    let server = Server::for_db(&db).await;
+    let (status, body) = get_self(&server, "kim").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["powerups"][0]["type"], "MULTIPLIER", "{body}");
+    assert_eq!(body["powerups"][0]["level"], 10, "{body}");
+    server.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
 async fn current_round_is_null_once_closed_and_scored_flag_follows_it() {
     let db = TestDb::new().await;
     let seed = Seed(&db.pool);

@@ -61,19 +61,21 @@ impl Seed<'_> {
         .expect("insert round");
     }
 
-    /// A ledger entry: `name` scored in the round opening at `opens_at`.
-    pub async fn scored(&self, name: &str, round_id: &str, opens_at: Millis, streak: u32) {
+    /// A scored press: `name` scored in the round opening at `opens_at` (its id is for the
+    /// reader's convenience; events refer to rounds by opening time).
+    pub async fn scored(&self, name: &str, _round_id: &str, opens_at: Millis, streak: u32) {
         sqlx::query(
-            "INSERT INTO scores (username, round_opens_at_ms, round_id, pressed_at_ms, streak, \
-             points, message_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO player_events (username, sent_at_ms, message_id, kind, outcome, \
+             round_opens_at_ms, streak, points, received_at_ms) \
+             VALUES (?, ?, ?, 'PRESS', 'scored', ?, ?, ?, ?)",
         )
         .bind(name.as_bytes())
-        .bind(opens_at)
-        .bind(round_id.as_bytes())
         .bind(opens_at + 1_000)
+        .bind(format!("msg-{name}-{opens_at}").as_bytes())
+        .bind(opens_at)
         .bind(streak)
         .bind(i64::from(streak))
-        .bind(format!("msg-{name}-{opens_at}").as_bytes())
+        .bind(opens_at + 1_000)
         .execute(self.0)
         .await
         .expect("insert score");
@@ -81,19 +83,34 @@ impl Seed<'_> {
 
     /// A powerup grant of `kind` at `tier`, bought at `starts_at`.
     pub async fn powerup(&self, name: &str, kind: PowerupKind, tier: u8, starts_at: Millis) {
+        self.powerup_message(name, kind, tier, starts_at, &format!("msg-{kind}-{starts_at}"))
+            .await
+    }
+
+    /// [`Seed::powerup`] bought by the message `message_id`.
+    pub async fn powerup_message(
+        &self,
+        name: &str,
+        kind: PowerupKind,
+        tier: u8,
+        starts_at: Millis,
+        message_id: &str,
+    ) {
         let powerup = Powerup::new(kind, Tier::new(tier).expect("tier 1-4"));
         sqlx::query(
-            "INSERT INTO powerups (username, request_key, kind, tier, price, starts_at_ms, \
-             expires_at_ms, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO player_events (username, sent_at_ms, message_id, kind, powerup_kind, \
+             tier, request_key, outcome, points, expires_at_ms, received_at_ms) \
+             VALUES (?, ?, ?, 'PURCHASE', ?, ?, ?, 'bought', ?, ?, ?)",
         )
         .bind(name.as_bytes())
-        .bind(format!("req-{kind}-{starts_at}").as_bytes())
+        .bind(starts_at)
+        .bind(message_id.as_bytes())
         .bind(kind.as_str())
         .bind(tier)
+        .bind(buttonparty::fold::request_key(None, message_id).as_slice())
         .bind(powerup.price())
-        .bind(starts_at)
         .bind(starts_at + powerup.duration())
-        .bind(format!("msg-{kind}-{starts_at}").as_bytes())
+        .bind(starts_at)
         .execute(self.0)
         .await
         .expect("insert powerup");
