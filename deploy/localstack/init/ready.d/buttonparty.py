@@ -23,6 +23,12 @@ Environment (of the LocalStack process / container):
   BUTTONPARTY_DEV_DB_PASSWORD  password put in the secret when it is created
                                (default "buttonparty"; scripts/dev-stack
                                replaces it with its own generated one)
+  BUTTONPARTY_INIT_PREFIX      first part of every name (default
+                               "buttonparty"; scripts/check-systemd creates a
+                               set of its own with another prefix)
+  BUTTONPARTY_INIT_DB_USER, BUTTONPARTY_INIT_DB_NAME
+                               user and database named in the secret
+                               (default "buttonparty" both)
   AWS_DEFAULT_REGION           default us-east-1
 """
 
@@ -49,10 +55,13 @@ def _endpoint():
 ENDPOINT = _endpoint()
 
 REGION = os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-QUEUES = ["buttonparty-add-user", "buttonparty-press", "buttonparty-powerup", "buttonparty-timestamp"]
-TOPIC = "buttonparty-rounds"
-PLATFORM_APP = "buttonparty-fcm"
-SECRET_ID = "buttonparty/db"
+PREFIX = os.environ.get("BUTTONPARTY_INIT_PREFIX") or "buttonparty"
+DB_USER = os.environ.get("BUTTONPARTY_INIT_DB_USER") or "buttonparty"
+DB_NAME = os.environ.get("BUTTONPARTY_INIT_DB_NAME") or "buttonparty"
+QUEUES = [PREFIX + "-add-user", PREFIX + "-press", PREFIX + "-powerup", PREFIX + "-timestamp"]
+TOPIC = PREFIX + "-rounds"
+PLATFORM_APP = PREFIX + "-fcm"
+SECRET_ID = PREFIX + "/db"
 COMMON = {"VisibilityTimeout": "30", "MaximumMessageSize": "8192"}
 SOURCE_RETENTION = str(4 * 24 * 3600)
 DLQ_RETENTION = str(14 * 24 * 3600)
@@ -103,11 +112,11 @@ def _ensure_secret(sm):
         pass
     value = {
         "engine": "mysql",
-        "username": "buttonparty",
+        "username": DB_USER,
         "password": os.environ.get("BUTTONPARTY_DEV_DB_PASSWORD") or "buttonparty",
         "host": "127.0.0.1",
         "port": 3306,
-        "dbname": "buttonparty",
+        "dbname": DB_NAME,
     }
     sm.create_secret(
         Name=SECRET_ID,
