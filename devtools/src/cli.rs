@@ -209,17 +209,6 @@ pub struct SummaryArgs {
     /// How many players to show with GET /fetch/self.
     #[arg(long, default_value_t = 6)]
     pub show: usize,
-    /// Read-only database URL to cross-check the round's press ledger (who scored); optional.
-    #[arg(
-        long,
-        env = "BUTTONPARTY_FETCH_DATABASE_URL",
-        value_name = "BUTTONPARTY_FETCH_DATABASE_URL",
-        hide_env_values = true
-    )]
-    pub database_url: Option<String>,
-    /// Do not cross-check the press ledger even when a database URL is set.
-    #[arg(long)]
-    pub no_ledger: bool,
 }
 
 /// Settings of `wait-registered`.
@@ -432,7 +421,7 @@ fn round_settings(
     margin_ms: Option<i64>,
 ) -> anyhow::Result<PlanSettings> {
     let mut s = base.clone();
-    s.window_ms = round.window_ms();
+    s.window_ms = round.length_ms();
     s.margin_ms = margin_ms.unwrap_or_else(|| default_margin_ms(s.window_ms));
     s.request_id_prefix = format!("sim-{}", round.round_id);
     s.validate()
@@ -451,12 +440,7 @@ async fn summary_cmd(args: SummaryArgs) -> anyhow::Result<()> {
         None => Report::default(),
     };
     let fetch = FetchClient::new(&args.fetch.fetch_url)?;
-    let db = if args.no_ledger {
-        None
-    } else {
-        args.database_url.as_deref().filter(|u| !u.is_empty())
-    };
-    let data = summary::gather(&fetch, report, args.show, db).await?;
+    let data = summary::gather(&fetch, report, args.show).await?;
     print!("{}", summary::render(&data));
     Ok(())
 }

@@ -11,21 +11,35 @@ use std::io::BufRead as _;
 use crate::fetch::FetchClient;
 use crate::progress::Progress;
 
-/// A round: id, opening and close (epoch ms).
+/// A round: id, opening and close (epoch ms), and the base window an extender stretches.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoundInfo {
     /// The round's id.
     pub round_id: String,
     /// When it opens, epoch ms.
     pub opens_at_ms: i64,
-    /// When its window closes, epoch ms.
+    /// When its window closes, epoch ms: the base window plus the push's fan-out time.
     pub closes_at_ms: i64,
+    /// The base press window, ms (absent in older round messages: then the whole round).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<i64>,
 }
 
 impl RoundInfo {
-    /// The window, ms.
-    pub fn window_ms(&self) -> i64 {
+    /// From opening to close, ms (the base window plus the fan-out time).
+    pub fn length_ms(&self) -> i64 {
         self.closes_at_ms - self.opens_at_ms
+    }
+
+    /// The base press window, ms: `window_ms`, or the whole round without it (clamped to it).
+    pub fn base_window_ms(&self) -> i64 {
+        let length = self.length_ms().max(0);
+        self.window_ms.unwrap_or(length).clamp(0, length)
+    }
+
+    /// The round as the rules see it.
+    pub fn rules_round(&self) -> buttonparty::rules::Round {
+        buttonparty::rules::Round::announced(self.opens_at_ms, self.closes_at_ms, self.window_ms)
     }
 }
 
@@ -35,11 +49,13 @@ impl From<RoundAnnouncement> for RoundInfo {
             round_id: r.round_id,
             opens_at_ms: r.opens_at_ms,
             closes_at_ms: r.closes_at_ms,
+            window_ms: r.window_ms,
         }
     }
 }
 
-/// Parses the JSON the outgoing handler prints (`{"round_id","opens_at_ms","closes_at_ms"}`),
+/// Parses the JSON the outgoing handler prints
+/// (`{"round_id","opens_at_ms","closes_at_ms","window_ms"}`),
 /// with the incoming handler's own parser.
 pub fn parse_round_json(text: &str) -> anyhow::Result<RoundInfo> {
     parse_round(text.trim().as_bytes())
@@ -97,6 +113,7 @@ pub async fn wait_for_open_round(
                         round_id: r.round_id,
                         opens_at_ms: r.opens_at_ms,
                         closes_at_ms: r.closes_at_ms,
+                        window_ms: None,
                     });
                 }
                 progress.set_message(format!("no round open yet ({})", fetch.base()));
@@ -123,8 +140,15 @@ mod tests {
     fn parses_what_open_round_prints() {
         let r = parse_round_json(r#"{"round_id":"r-1","opens_at_ms":1000,"closes_at_ms":21000}"#)
             .unwrap();
-        assert_eq!(r.window_ms(), 20_000);
+        assert_eq!(r.length_ms(), 20_000);
+        assert_eq!(r.base_window_ms(), 20_000);
         assert_eq!(r.round_id, "r-1");
+        let r = parse_round_json(
+            r#"{"round_id":"r-2","opens_at_ms":1000,"closes_at_ms":7000,"window_ms":5000}"#,
+        )
+        .unwrap();
+        assert_eq!((r.length_ms(), r.base_window_ms()), (6_000, 5_000));
+        assert_eq!(r.rules_round().deadline(3), 7_000 + 2_500);
         assert!(parse_round_json(r#"{"round_id":"r","opens_at_ms":5,"closes_at_ms":5}"#).is_err());
         assert!(parse_round_json("hello").is_err());
     }

@@ -51,6 +51,8 @@ pub struct EntryOutcome {
     pub after_ms: i64,
     /// The last error, when it was not accepted.
     pub error: Option<String>,
+    /// The `MessageId` SQS gave it, when accepted.
+    pub message_id: Option<String>,
 }
 
 /// Totals of a send.
@@ -85,11 +87,24 @@ pub async fn send_batch(
     bodies: &[String],
     attempts: u32,
 ) -> (Vec<EntryOutcome>, u64) {
+    let entries: Vec<(String, i32)> = bodies.iter().map(|b| (b.clone(), 0)).collect();
+    send_batch_delayed(sqs, queue_url, &entries, attempts).await
+}
+
+/// [`send_batch`] with a `DelaySeconds` per message (`(body, delay_secs)`, 0 to 900): SQS keeps
+/// the message's `SentTimestamp` at the send and delivers it that many seconds later.
+pub async fn send_batch_delayed(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    entries: &[(String, i32)],
+    attempts: u32,
+) -> (Vec<EntryOutcome>, u64) {
     assert!(
-        bodies.len() <= MAX_BATCH,
+        entries.len() <= MAX_BATCH,
         "at most {MAX_BATCH} bodies per batch"
     );
-    let mut out: Vec<Option<EntryOutcome>> = vec![None; bodies.len()];
+    let bodies: Vec<&String> = entries.iter().map(|(b, _)| b).collect();
+    let mut out: Vec<Option<EntryOutcome>> = vec![None; entries.len()];
     let mut pending: Vec<usize> = (0..bodies.len()).collect();
     let mut last_error: Vec<Option<String>> = vec![None; bodies.len()];
     let mut calls = 0;
@@ -104,9 +119,11 @@ pub async fn send_batch(
         let entries: Vec<SendMessageBatchRequestEntry> = pending
             .iter()
             .map(|&i| {
+                let delay = entries[i].1;
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(&bodies[i])
+                    .message_body(bodies[i])
+                    .set_delay_seconds((delay > 0).then_some(delay))
                     .build()
                     .expect("id and body are set")
             })
@@ -131,6 +148,7 @@ pub async fn send_batch(
                             before_ms,
                             after_ms,
                             error: None,
+                            message_id: Some(ok.message_id().to_owned()),
                         });
                     }
                 }
@@ -150,6 +168,7 @@ pub async fn send_batch(
                                 before_ms,
                                 after_ms,
                                 error: last_error[i].clone(),
+                                message_id: None,
                             });
                         }
                     }
@@ -174,6 +193,7 @@ pub async fn send_batch(
                 before_ms: now,
                 after_ms: now,
                 error: last_error[i].clone(),
+                message_id: None,
             })
         })
         .collect();

@@ -221,7 +221,7 @@ impl Simulator {
 /// "t+12.3 s of a 20 s window" (or "closed 2.1 s ago").
 fn clock_text(round: &RoundInfo, now: i64) -> String {
     let since = (now - round.opens_at_ms) as f64 / 1000.0;
-    let window = round.window_ms() as f64 / 1000.0;
+    let window = round.length_ms() as f64 / 1000.0;
     if now <= round.closes_at_ms {
         format!("t+{since:.1} s of a {window:.0} s window")
     } else {
@@ -336,7 +336,7 @@ pub fn render_report(report: &Report) -> String {
             s,
             "  round {} (window {:.0} s)",
             r.round.round_id,
-            r.round.window_ms() as f64 / 1000.0
+            r.round.length_ms() as f64 / 1000.0
         );
         let _ = writeln!(
             s,
@@ -429,6 +429,7 @@ mod tests {
             before_ms,
             after_ms,
             error: None,
+            message_id: None,
         })
     }
 
@@ -439,10 +440,11 @@ mod tests {
             round_id: "r".into(),
             opens_at_ms: 1_000_000,
             closes_at_ms: 1_020_000,
+            window_ms: None,
         };
         let settings = PlanSettings {
             seed: 4,
-            ..PlanSettings::new(100, round.window_ms())
+            ..PlanSettings::new(100, round.length_ms())
         };
         let p = plan(&settings);
         // Every message sent exactly when planned, taking 5 ms.
@@ -511,6 +513,7 @@ mod tests {
             round_id: "r".into(),
             opens_at_ms: 0,
             closes_at_ms: 1_000,
+            window_ms: None,
         };
         let settings = PlanSettings {
             absent_share: 0.0,

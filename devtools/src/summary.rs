@@ -1,26 +1,13 @@
 //! The readable outcome of a simulated round: what the players sent (from the `simulate` report),
-//! what the backend made of it (read back through the fetch API, and optionally cross-checked in
-//! the database's press ledger), and the top 10.
+//! what the backend made of it (read back through the fetch API), and the top 10.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use anyhow::Context as _;
 use futures::StreamExt as _;
 
 use crate::fetch::{FetchClient, LeaderboardEntry, SelfView};
 use crate::simulate::{Report, RoundReport};
-
-/// What the database's press ledger says about the round (read-only).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LedgerCheck {
-    /// Simulated players with a scoring press in the round.
-    pub scored: BTreeSet<String>,
-    /// Points awarded in the round to them.
-    pub points: i64,
-    /// Scoring presses in the round by anyone (other clients included).
-    pub all_scorers: usize,
-}
 
 /// A sampled player: what they did, and what `GET /fetch/self` says.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,8 +33,6 @@ pub struct SummaryData {
     pub in_time_with_streak: Option<(usize, usize)>,
     /// Buyers with an active powerup, of those asked.
     pub buyers_with_powerup: Option<(usize, usize)>,
-    /// The ledger check, or why it could not run.
-    pub ledger: Option<Result<LedgerCheck, String>>,
 }
 
 /// Reads the leaderboard, a few players and the per-player checks from the fetch API.
@@ -55,7 +40,6 @@ pub async fn gather(
     fetch: &FetchClient,
     report: Report,
     show: usize,
-    database_url: Option<&str>,
 ) -> anyhow::Result<SummaryData> {
     let leaderboard = fetch.leaderboard().await?;
     let mut data = SummaryData {
@@ -103,13 +87,6 @@ pub async fn gather(
             did,
             view,
         });
-    }
-    if let Some(url) = database_url {
-        data.ledger = Some(
-            ledger_check(url, &round.round.round_id, &data.report)
-                .await
-                .map_err(|e| format!("{e:#}")),
-        );
     }
     Ok(data)
 }
@@ -166,42 +143,6 @@ pub fn sample_players(round: &RoundReport, n: usize) -> Vec<(String, String)> {
     picked
 }
 
-/// Reads the round's press ledger (the `scores` table) with a read-only connection.
-pub async fn ledger_check(
-    url: &str,
-    round_id: &str,
-    report: &Report,
-) -> anyhow::Result<LedgerCheck> {
-    use sqlx::Connection as _;
-    let mut conn = sqlx::MySqlConnection::connect(url)
-        .await
-        .context("connecting to the database")?;
-    let rows: Vec<(Vec<u8>, i64)> =
-        sqlx::query_as("SELECT username, points FROM scores WHERE round_id = ?")
-            .bind(round_id.as_bytes())
-            .fetch_all(&mut conn)
-            .await
-            .context("reading the press ledger (table scores)")?;
-    let _ = conn.close().await;
-    let ours = |name: &str| {
-        name.strip_prefix(report.prefix.as_str())
-            .and_then(|n| n.parse::<usize>().ok())
-            .is_some_and(|n| (1..=report.players).contains(&n))
-    };
-    let mut check = LedgerCheck {
-        all_scorers: rows.len(),
-        ..LedgerCheck::default()
-    };
-    for (name, points) in rows {
-        let name = String::from_utf8_lossy(&name).into_owned();
-        if ours(&name) {
-            check.points += points;
-            check.scored.insert(name);
-        }
-    }
-    Ok(check)
-}
-
 /// `HH:MM:SS UTC` of an epoch-ms time.
 pub fn utc_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000).rem_euclid(86_400);
@@ -238,7 +179,7 @@ fn render_round(s: &mut String, data: &SummaryData, r: &RoundReport) {
         s,
         "  opened {}, {:.0} s window (closed {}), {} simulated players",
         utc_time(round.opens_at_ms),
-        round.window_ms() as f64 / 1000.0,
+        round.length_ms() as f64 / 1000.0,
         utc_time(round.closes_at_ms),
         data.report.players
     );
@@ -247,22 +188,9 @@ fn render_round(s: &mut String, data: &SummaryData, r: &RoundReport) {
         s,
         "  What the players did                 What the backend made of it"
     );
-    let scored = match &data.ledger {
-        Some(Ok(l)) => {
-            let expected: BTreeSet<String> = r.in_time.iter().cloned().collect();
-            let verdict = if l.scored == expected {
-                "✓ exactly them".to_owned()
-            } else {
-                let missing = expected.difference(&l.scored).count();
-                let extra = l.scored.difference(&expected).count();
-                format!("✗ {missing} of them missing, {extra} others")
-            };
-            format!("{} scored, {} points ({verdict})", l.scored.len(), l.points)
-        }
-        _ => match data.in_time_with_streak {
-            Some((n, of)) => format!("{n} of {of} show score and streak ≥ 1"),
-            None => String::new(),
-        },
+    let scored = match data.in_time_with_streak {
+        Some((n, of)) => format!("{n} of {of} show score and streak ≥ 1"),
+        None => String::new(),
     };
     let mut line = |what: String, outcome: &str| {
         let text = format!("  {what:<36} {outcome}");
@@ -272,13 +200,7 @@ fn render_round(s: &mut String, data: &SummaryData, r: &RoundReport) {
         format!("pressed in time    {:>5} players", r.in_time.len()),
         &scored,
     );
-    let late_outcome = match &data.ledger {
-        Some(Ok(l)) => match r.late.iter().filter(|p| l.scored.contains(*p)).count() {
-            0 => "rejected: after the window (✓ none scored)".to_owned(),
-            n => format!("✗ {n} of them scored"),
-        },
-        _ => "rejected: after the window".to_owned(),
-    };
+    let late_outcome = "rejected: after the window".to_owned();
     line(
         format!("pressed late       {:>5} players", r.late.len()),
         &late_outcome,
@@ -320,19 +242,6 @@ fn render_round(s: &mut String, data: &SummaryData, r: &RoundReport) {
             s,
             "  (a missed round resets a player's streak only once the next round opens)"
         );
-    }
-    match &data.ledger {
-        Some(Ok(l)) if l.all_scorers > l.scored.len() => {
-            let _ = writeln!(
-                s,
-                "  ({} other players scored in this round too)",
-                l.all_scorers - l.scored.len()
-            );
-        }
-        Some(Err(e)) => {
-            let _ = writeln!(s, "  (press ledger not checked: {e})");
-        }
-        _ => {}
     }
     let _ = writeln!(s);
 }
@@ -423,6 +332,7 @@ mod tests {
                 round_id: "r-1".into(),
                 opens_at_ms: 3_600_000 + 61_000,
                 closes_at_ms: 3_600_000 + 81_000,
+                window_ms: None,
             },
             in_time: vec!["p-0001".into(), "p-0002".into(), "p-0003".into()],
             late: vec!["p-0004".into()],
@@ -459,8 +369,8 @@ mod tests {
     }
 
     #[test]
-    fn renders_the_outcome_and_the_ledger_verdict() {
-        let mut data = SummaryData {
+    fn renders_the_outcome() {
+        let data = SummaryData {
             report: Report {
                 prefix: "p-".into(),
                 players: 5,
@@ -472,37 +382,19 @@ mod tests {
                 username: "p-0002".into(),
                 score: 1,
             }],
-            ledger: Some(Ok(LedgerCheck {
-                scored: ["p-0001", "p-0002", "p-0003"].map(String::from).into(),
-                points: 3,
-                all_scorers: 3,
-            })),
+            in_time_with_streak: Some((3, 3)),
             buyers_with_powerup: Some((0, 1)),
             ..SummaryData::default()
         };
         let text = render(&data);
         assert!(text.contains("Round r-1"), "{text}");
         assert!(text.contains("opened 01:01:01 UTC, 20 s window"), "{text}");
+        assert!(text.contains("3 of 3 show score and streak ≥ 1"), "{text}");
         assert!(
-            text.contains("3 scored, 3 points (✓ exactly them)"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "pressed late           1 players     rejected: after the window (✓ none scored)"
-            ),
+            text.contains("pressed late           1 players     rejected: after the window"),
             "{text}"
         );
         assert!(text.lines().all(|l| l == l.trim_end()), "{text}");
         assert!(text.contains("   1  p-0002      1"), "{text}");
-        data.ledger = Some(Ok(LedgerCheck {
-            scored: ["p-0001", "p-0004"].map(String::from).into(),
-            points: 2,
-            all_scorers: 5,
-        }));
-        let text = render(&data);
-        assert!(text.contains("✗ 2 of them missing, 1 others"), "{text}");
-        assert!(text.contains("✗ 1 of them scored"), "{text}");
-        assert!(text.contains("3 other players scored"), "{text}");
     }
 }
