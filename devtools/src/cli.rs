@@ -54,6 +54,12 @@ pub enum Command {
     WaitDrained(WaitDrainedArgs),
     /// Wait until the fetch API answers GET /fetch/lb.
     WaitFetchApi(WaitFetchArgs),
+    /// The demo's game: rounds opened with `outgoing-handler open-round`, players who press and
+    /// buy through the queues with delivery disorder on purpose, every read checked against
+    /// the fold of what they sent (scripts/demo runs it).
+    Demo(Box<crate::demo::DemoArgs>),
+    /// Fresh queues and database for the demo; prints their settings as `export` lines.
+    DemoSetup(crate::demo_setup::DemoSetupArgs),
     /// The benchmark (issue 7): queue and database ceilings, the handler end to end, round
     /// opening and reads at scale, on resources of its own. Run it through scripts/bench.
     Bench(Box<crate::bench::BenchArgs>),
@@ -265,6 +271,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::WaitRegistered(args) => wait_registered(args, cli.progress).await,
         Command::WaitDrained(args) => wait_drained_cmd(args, cli.progress).await,
         Command::Bench(args) => crate::bench::run(*args, cli.progress).await,
+        Command::Demo(args) => crate::demo::run(*args, cli.progress).await,
+        Command::DemoSetup(args) => crate::demo_setup::run(args).await,
         Command::Capacity(args) => crate::capacity::run(*args),
         Command::WaitFetchApi(args) => {
             let fetch = FetchClient::new(&args.fetch.fetch_url)?;

@@ -7,6 +7,8 @@
 //! - [`send`]: `SendMessageBatch` with concurrency ([`send::send_bodies`] is the load generator);
 //! - [`simulate`]: registering, playing a round on schedule, bursts, and their report;
 //! - [`summary`], [`fetch`], [`queues`], [`round`]: reading the outcome back;
+//! - [`demo`] (with [`demo_plan`], [`demo_check`], [`demo_report`], [`demo_setup`], [`chaos`],
+//!   [`handler_stats`]): `bp-dev demo`, the game played and checked for `scripts/demo`;
 //! - [`bench`] (with [`bench_env`], [`bench_parts`], [`bench_proc`], [`bench_report`]): the
 //!   benchmark of issue 7, `bp-dev bench` (run it through `scripts/bench`);
 //! - [`capacity`]: `bp-dev capacity`, a discrete-event simulation of one round at any scale
@@ -19,8 +21,15 @@ pub mod bench_parts;
 pub mod bench_proc;
 pub mod bench_report;
 pub mod capacity;
+pub mod chaos;
 pub mod cli;
+pub mod demo;
+pub mod demo_check;
+pub mod demo_plan;
+pub mod demo_report;
+pub mod demo_setup;
 pub mod fetch;
+pub mod handler_stats;
 pub mod plan;
 pub mod players;
 pub mod progress;
