@@ -358,7 +358,7 @@ fn log_round(
                 audience_source = %fan_out.source,
                 push_rate_per_sec = fan_out.rate_per_sec,
                 fan_out_ms = fan_out.ms(),
-                formula = %formula,
+                formula = ?formula,
                 $($rest)+
             )
         };
