@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 TEMPLATE = Path(__file__).with_name("buttonparty.yaml")
+SECRETS = {"arn:app": ("buttonparty_app", "appS3cret"), "arn:ro": ("buttonparty_ro", "s3cretPW")}
 
 
 class _AnyTag(yaml.SafeLoader):
@@ -48,8 +49,8 @@ class Recorder:
                     if name == "create_platform_application":
                         return {"PlatformApplicationArn": "arn:aws:sns:r:1:app/GCM/" + kw["Name"]}
                     if name == "get_secret_value":
-                        return {"SecretString": json.dumps(
-                            {"username": "buttonparty_ro", "password": "s3cretPW", "host": "h"})}
+                        user, pw = SECRETS[kw["SecretId"]]
+                        return {"SecretString": json.dumps({"username": user, "password": pw, "host": "h"})}
                     return {}
                 return call
 
@@ -115,29 +116,43 @@ def test_platform_application():
     check(status == "FAILED" and "service_account" not in reason, rec.responses)
 
 
-def test_db_readonly_user():
-    props = {"ClusterArn": "arn:c", "OwnerSecretArn": "arn:o", "ReadOnlySecretArn": "arn:ro",
-             "DatabaseName": "buttonparty"}
+def test_db_users():
+    props = {"ClusterArn": "arn:c", "MasterSecretArn": "arn:o", "AppSecretArn": "arn:app",
+             "ReadOnlySecretArn": "arn:ro", "DatabaseName": "buttonparty", "ReadOnlyMaxUserConnections": "600"}
     rec = Recorder()
-    h = load("DbReadOnlyUserFunction", rec)["handler"]
+    h = load("DbUsersFunction", rec)["handler"]
     h({"RequestType": "Create", "ResourceProperties": props}, None)
+    names = [name for svc, name, kw in rec.calls if svc == "rds"]
+    # The Data API is switched on for the statements and off again.
+    check(names == ["enable_http_endpoint", "disable_http_endpoint"], names)
+    first_sql = next(i for i, c in enumerate(rec.calls) if c[1] == "execute_statement")
+    check(rec.calls.index(next(c for c in rec.calls if c[1] == "enable_http_endpoint")) < first_sql, rec.calls)
+    check(rec.calls[-1][1] == "disable_http_endpoint", rec.calls)
     sqls = [kw["sql"] for svc, name, kw in rec.calls if name == "execute_statement"]
-    check(len(sqls) == 3, sqls)
-    check(sqls[0].startswith("CREATE USER IF NOT EXISTS 'buttonparty_ro'@'%'"), sqls)
-    check(sqls[2] == "GRANT SELECT ON `buttonparty`.* TO 'buttonparty_ro'@'%'", sqls)
+    check(len(sqls) == 6, sqls)
+    check(sqls[0] == "CREATE USER IF NOT EXISTS 'buttonparty_app'@'%' IDENTIFIED BY 'appS3cret' REQUIRE SSL", sqls)
+    check(sqls[1].startswith("CREATE USER IF NOT EXISTS 'buttonparty_ro'@'%'"), sqls)
+    # The application user: every privilege on its schema, nothing global.
+    check("GRANT ALL PRIVILEGES ON `buttonparty`.* TO 'buttonparty_app'@'%'" in sqls, sqls)
+    check(not any(" ON *.*" in q for q in sqls), sqls)
+    # The read-only user: SELECT, TLS and a connection limit.
+    check(any(q.startswith("ALTER USER 'buttonparty_ro'@'%'") and q.endswith("REQUIRE SSL WITH MAX_USER_CONNECTIONS 600")
+              for q in sqls), sqls)
+    check("GRANT SELECT ON `buttonparty`.* TO 'buttonparty_ro'@'%'" in sqls, sqls)
     check(all(kw["secretArn"] == "arn:o" for s, n, kw in rec.calls if n == "execute_statement"), rec.calls)
     check(rec.responses[-1][0] == "SUCCESS", rec.responses)
 
     rec = Recorder()
-    load("DbReadOnlyUserFunction", rec)["handler"]({"RequestType": "Delete", "ResourceProperties": props}, None)
+    load("DbUsersFunction", rec)["handler"]({"RequestType": "Delete", "ResourceProperties": props}, None)
     check(rec.calls == [] and rec.responses[-1][0] == "SUCCESS", (rec.calls, rec.responses))
 
-    # every retry failing: FAILED, with the password masked
+    # every retry failing: FAILED, with both passwords masked, and the Data API still switched off
     rec = Recorder(fail_on={"execute_statement"})
-    load("DbReadOnlyUserFunction", rec)["handler"]({"RequestType": "Create", "ResourceProperties": props}, None)
+    load("DbUsersFunction", rec)["handler"]({"RequestType": "Create", "ResourceProperties": props}, None)
     status, _, _, reason = rec.responses[-1]
-    check(status == "FAILED" and "s3cretPW" not in reason and "***" in reason, rec.responses)
+    check(status == "FAILED" and "appS3cret" not in reason and "***" in reason, rec.responses)
     check(sum(1 for c in rec.calls if c[1] == "execute_statement") == 18, "retries")
+    check(rec.calls[-1][1] == "disable_http_endpoint", rec.calls)
 
 
 if __name__ == "__main__":
