@@ -416,32 +416,28 @@ impl Game {
                 self.urls.hold.as_deref().unwrap_or_default(),
             );
         }
-        match &self.args.open_round_log {
-            Some(path) => {
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                cmd.stderr(Stdio::from(log));
-            }
-            None => {
-                cmd.stderr(Stdio::null());
-            }
-        }
+        // `output` captures both streams; the log lines are appended to the log afterwards.
         let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
             .await
             .context("outgoing-handler open-round took more than 60 s")?
             .with_context(|| format!("running {}", self.args.outgoing_handler.display()))?;
+        if let Some(path) = &self.args.open_round_log {
+            use std::io::Write as _;
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            log.write_all(&out.stderr)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last = stderr.lines().last().unwrap_or("no output");
             bail!(
-                "outgoing-handler open-round failed ({}){}",
-                out.status,
-                self.args
-                    .open_round_log
-                    .as_ref()
-                    .map_or(String::new(), |p| format!("; log: {}", p.display()))
+                "outgoing-handler open-round failed ({}): {last}",
+                out.status
             );
         }
         let line = stdout

@@ -711,6 +711,22 @@ fn render_disorder(s: &mut String, data: &Final<'_>) {
     let _ = writeln!(s);
 }
 
+/// `parts` joined with ` · `, in lines of about 100 characters indented by 4.
+fn wrapped(s: &mut String, parts: Vec<String>) {
+    let mut line = String::new();
+    for p in parts {
+        if !line.is_empty() && line.chars().count() + p.chars().count() > 94 {
+            let _ = writeln!(s, "    {line}");
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push_str(" · ");
+        }
+        line.push_str(&p);
+    }
+    let _ = writeln!(s, "    {line}");
+}
+
 fn render_backend(s: &mut String, data: &Final<'_>) {
     let Some(st) = data.stats else {
         return;
@@ -718,9 +734,31 @@ fn render_backend(s: &mut String, data: &Final<'_>) {
     let log = data
         .handler_log
         .map_or(String::new(), |p| format!(" in {}", p.display()));
+    let _ = writeln!(s, "What the backend did");
+    // What the players' messages were worth, for comparison.
+    let mut worth: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in data.sent {
+        let v = data
+            .outcomes
+            .get(&m.who)
+            .and_then(|o| o.verdicts.get(&m.event_id()));
+        let key = match (&m.kind, v) {
+            (SentKind::Register, _) => "registrations",
+            (SentKind::Malformed { .. }, _) => "malformed",
+            (_, Some(v)) => v.as_str(),
+            (_, None) => continue,
+        };
+        *worth.entry(key).or_default() += 1;
+    }
+    let worth: Vec<String> = worth.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let _ = writeln!(
         s,
-        "What the backend did (the incoming handler's {} stats lines{log})",
+        "  the players' messages, judged by the fold in send order:"
+    );
+    wrapped(s, worth);
+    let _ = writeln!(
+        s,
+        "  the incoming handler's counters (its {} stats lines{log}, summed):",
         st.lines
     );
     let mut parts = vec![
@@ -757,22 +795,10 @@ fn render_backend(s: &mut String, data: &Final<'_>) {
             parts.push(format!("{k} {v}"));
         }
     }
-    let mut line = String::new();
-    for p in parts {
-        if !line.is_empty() && line.chars().count() + p.chars().count() > 96 {
-            let _ = writeln!(s, "  {line}");
-            line.clear();
-        }
-        if !line.is_empty() {
-            line.push_str(" · ");
-        }
-        line.push_str(&p);
-    }
-    let _ = writeln!(s, "  {line}");
+    wrapped(s, parts);
     let _ = writeln!(
         s,
-        "  (the handler's own counters, summed over its stats lines; a message judged again after a\n  \
-         late round or registration may be counted twice)"
+        "    (a message judged again after a late round or registration may be counted twice)"
     );
     let dl: Vec<String> = data
         .dead_lettered
