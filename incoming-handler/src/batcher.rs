@@ -27,15 +27,25 @@ pub async fn next_batch<T>(rx: &mut mpsc::Receiver<T>, limits: BatchLimits) -> O
     let first = rx.recv().await?;
     let mut batch = Vec::with_capacity(limits.max.min(1024));
     batch.push(first);
-    fill(rx, &mut batch, limits).await;
+    fill(rx, &mut batch, limits, || true).await;
     Some(batch)
 }
 
 /// Adds to `batch` what arrives within `linger`, up to `max` items, stopping early when nothing
-/// arrived for [`QUIET`].
-pub async fn fill<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, limits: BatchLimits) {
+/// arrived for [`QUIET`], or at once when nothing is queued and `more_can_come` says nothing
+/// more can arrive (every message the handler may hold is held: waiting would only delay the
+/// batch that frees them).
+pub async fn fill<T>(
+    rx: &mut mpsc::Receiver<T>,
+    batch: &mut Vec<T>,
+    limits: BatchLimits,
+    more_can_come: impl Fn() -> bool,
+) {
     let deadline = tokio::time::Instant::now() + limits.linger;
     while batch.len() < limits.max {
+        if rx.is_empty() && !more_can_come() {
+            break;
+        }
         let room = limits.max - batch.len();
         let until = deadline.min(tokio::time::Instant::now() + QUIET);
         // Returns at once with what is queued, else waits for the next item (or the deadline).

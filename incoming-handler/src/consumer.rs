@@ -17,6 +17,9 @@ use crate::inflight::{Held, InFlight};
 use crate::queue::Queue;
 use crate::stats::Stats;
 
+/// Messages asked for per receive (SQS's largest).
+pub const RECEIVE_BATCH: u32 = 10;
+
 /// What a consumer does with the messages of one receive.
 pub trait Sink: Send + Sync + 'static {
     /// Handles the messages of a receive that started at `started` and asked for `asked`
@@ -72,20 +75,33 @@ impl Receiver {
                     _ = tokio::time::timeout(Duration::from_secs(1), self.health.wait_healthy()) => continue,
                 }
             }
-            let permits = tokio::select! {
+            // Receive only while messages may be held; the room is taken for what the receive
+            // returns, so that a long poll on an empty queue holds no room meanwhile.
+            tokio::select! {
                 _ = stop.cancelled() => break,
-                p = tokio::time::timeout(Duration::from_secs(1), self.inflight.reserve(self.batch)) => match p {
-                    Ok(p) => p,
-                    Err(_) => continue,
-                },
-            };
+                r = tokio::time::timeout(Duration::from_secs(1), self.inflight.wait_room()) => if r.is_err() { continue },
+            }
             let started = Instant::now();
             let received = tokio::select! {
                 _ = self.hard_stop.cancelled() => break,
                 r = self.queue.receive(self.batch as i32, self.wait) => r,
             };
-            match received {
+            let received = match received {
                 Ok(msgs) => {
+                    let n = msgs.len() as u32;
+                    let permits = tokio::select! {
+                        _ = self.hard_stop.cancelled() => {
+                            release_messages(&self.queue, &msgs).await;
+                            break;
+                        }
+                        p = self.inflight.reserve(n) => p,
+                    };
+                    Ok((msgs, permits))
+                }
+                Err(e) => Err(e),
+            };
+            match received {
+                Ok((msgs, permits)) => {
                     if failing {
                         tracing::info!(queue = %self.queue.kind, "queue reachable again");
                         failing = false;
@@ -109,7 +125,6 @@ impl Receiver {
                     .await;
                 }
                 Err(e) => {
-                    drop(permits);
                     let delay = delays.next().unwrap_or(self.backoff.max);
                     if !failing {
                         tracing::warn!(queue = %self.queue.kind, error = %e, "receive failed; backing off");
@@ -177,6 +192,14 @@ async fn delete_ten(queue: &Queue, stats: &Stats, msgs: Vec<Held>) {
         }
     }
     tracing::warn!(queue = %queue.kind, messages = entries.len(), "could not delete applied messages; their redelivery will be recognised as duplicates");
+}
+
+/// Makes received messages visible again at once, before they were held.
+async fn release_messages(queue: &Queue, msgs: &[crate::queue::Message]) {
+    let receipts: Vec<&str> = msgs.iter().map(|m| m.receipt_handle.as_str()).collect();
+    if !receipts.is_empty() {
+        let _ = queue.set_visibility(&receipts, Duration::ZERO).await;
+    }
 }
 
 /// Makes messages visible again at once (drain deadline reached before they were applied).

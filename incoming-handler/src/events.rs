@@ -127,6 +127,9 @@ pub struct Processor {
     pub limits: BatchLimits,
     /// Liveness marker for the watchdog.
     pub progress: Arc<crate::health::Progress>,
+    /// The held-message bound: when it is reached no more messages can come, and a batch goes
+    /// without lingering.
+    pub inflight: crate::inflight::InFlight,
 }
 
 /// Deletes running in the background, at most this many batches at once.
@@ -149,7 +152,11 @@ impl Processor {
             match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
                 Ok(Some(first)) => {
                     batch.push(first);
-                    fill(&mut rx, &mut batch, self.limits).await;
+                    let inflight = &self.inflight;
+                    fill(&mut rx, &mut batch, self.limits, || {
+                        inflight.available() > 0
+                    })
+                    .await;
                 }
                 Ok(None) => break,
                 Err(_) => continue,

@@ -71,6 +71,17 @@ impl InFlight {
         }
     }
 
+    /// Waits until at least one more message may be held (without taking the room: a receive
+    /// on an empty queue must not keep others from receiving for its whole long poll).
+    pub async fn wait_room(&self) {
+        drop(
+            self.permits
+                .acquire()
+                .await
+                .expect("the semaphore is never closed"),
+        );
+    }
+
     /// Waits for room for `n` more messages.
     pub async fn reserve(&self, n: u32) -> Permits {
         Permits(
@@ -105,6 +116,11 @@ impl InFlight {
             .collect()
     }
 
+    /// Permits free now: how many more messages could be received.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
+
     /// Number of held messages.
     pub fn len(&self) -> usize {
         self.held.lock().map(|h| h.len()).unwrap_or(0)
@@ -129,10 +145,10 @@ impl InFlight {
             .collect()
     }
 
-    /// The heartbeat: every second, extends the visibility of messages held for half their
+    /// The heartbeat: twice a second, extends the visibility of messages held for a third of their
     /// queue's visibility timeout. Ends when `stop` is cancelled.
     pub async fn heartbeat(self, queues: Vec<Queue>, stats: Arc<Stats>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -140,7 +156,7 @@ impl InFlight {
                 _ = tick.tick() => {}
             }
             for q in &queues {
-                let due = self.due(q.kind, q.visibility / 2);
+                let due = self.due(q.kind, q.visibility / 3);
                 if due.is_empty() {
                     continue;
                 }
@@ -207,6 +223,17 @@ mod tests {
                 .is_empty()
         );
         assert!(inflight.due(QueueKind::AddUser, Duration::ZERO).is_empty());
+    }
+
+    #[tokio::test]
+    async fn waiting_for_room_takes_none() {
+        let inflight = InFlight::new(1);
+        inflight.wait_room().await;
+        assert_eq!(inflight.available(), 1);
+        let p = inflight.reserve(1).await;
+        let _held = inflight.hold(QueueKind::Press, vec![msg("a")], p);
+        let waiting = tokio::time::timeout(Duration::from_millis(50), inflight.wait_room()).await;
+        assert!(waiting.is_err(), "no room while the one message is held");
     }
 
     #[tokio::test]

@@ -264,6 +264,11 @@ pub async fn record_round(
 /// Marks, `chunk` players per statement, every player with an event folded at or after
 /// `opens_at` for a re-fold from there (a round learnt late changes which round their presses
 /// belong to and what their streaks are). Returns how many were marked. Idempotent.
+///
+/// The statement scans `users_by_folded_to` (forced: on the `refold_from_ms` index it would skip
+/// a player whose re-fold from an earlier instant is in progress without waiting for it, and that
+/// re-fold may not have seen this round). On that index it locks every player folded at or after
+/// the opening, waits for the transactions folding them, and then sees their committed state.
 pub async fn mark_round(
     pool: &MySqlPool,
     opens_at: Millis,
@@ -272,8 +277,9 @@ pub async fn mark_round(
     let mut marked = 0;
     loop {
         let n = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE users SET refold_from_ms = ? WHERE folded_to_ms >= ? \
-             AND (refold_from_ms IS NULL OR refold_from_ms > ?) LIMIT {chunk}"
+            "UPDATE users FORCE INDEX (users_by_folded_to) SET refold_from_ms = ? \
+             WHERE folded_to_ms >= ? AND (refold_from_ms IS NULL OR refold_from_ms > ?) \
+             LIMIT {chunk}"
         )))
         .bind(opens_at)
         .bind(opens_at)

@@ -173,7 +173,7 @@ pub async fn run_with_stats(
         health: health.clone(),
         stats: stats.clone(),
         wait: config.poll_wait,
-        batch: 10,
+        batch: consumer::RECEIVE_BATCH,
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(20)),
         progress: liveness.register(format!("receiver {}#{n}", queue.kind)),
         hard_stop: hard_stop.clone(),
@@ -247,6 +247,7 @@ pub async fn run_with_stats(
                 linger: config.batch_linger,
             },
             progress: liveness.register("event processor"),
+            inflight: inflight.clone(),
         }
         .run(event_rx),
     );

@@ -386,7 +386,9 @@ async fn add_user_registers_the_player_endpoint_and_subscription_once() {
         |user: &str, token: &str| serde_json::json!({"username": user, "token": token}).to_string();
     s.add_user.send(&s.sqs, &add("ann", "token-ann-1")).await;
     wait_for("registered", Duration::from_secs(30), || async {
-        s.count("SELECT COUNT(*) FROM push_endpoints").await == 1
+        s.count("SELECT COUNT(*) FROM push_endpoints WHERE subscription_arn IS NOT NULL")
+            .await
+            == 1
     })
     .await;
     assert_eq!(s.score("ann").await, Some(0));

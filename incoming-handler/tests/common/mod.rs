@@ -253,6 +253,82 @@ impl Stack {
         }
     }
 
+    /// Gives registered players (made with [`Stack::seed_users`]) `score` points earned before,
+    /// as the fold sees it: one old scored event carrying that state, so that a re-fold from a
+    /// later instant starts from it.
+    pub async fn seed_score(&self, name: &str, score: i64) {
+        sqlx::query("UPDATE users SET score = ?, folded_to_ms = 1, folded_to_msg = 'seed' WHERE username = ?")
+            .bind(score)
+            .bind(name.as_bytes())
+            .execute(&self.db.pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO player_events (username, sent_at_ms, message_id, kind, outcome, points, \
+             score_after, received_at_ms) VALUES (?, 1, 'seed', 'PRESS', 'scored', ?, ?, 0)",
+        )
+        .bind(name.as_bytes())
+        .bind(score)
+        .bind(score)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+    }
+
+    /// Receives every message visible in `queue` and leaves them invisible for `secs`, as a
+    /// consumer that crashed after receiving them would. Returns (message id, SentTimestamp,
+    /// body) of each.
+    pub async fn hold(&self, queue: &TestQueue, secs: i32) -> Vec<(String, i64, String)> {
+        let mut out = Vec::new();
+        loop {
+            let msgs = self
+                .sqs
+                .receive_message()
+                .queue_url(&queue.url)
+                .max_number_of_messages(10)
+                .visibility_timeout(secs)
+                .wait_time_seconds(1)
+                .message_system_attribute_names(
+                    aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp,
+                )
+                .send()
+                .await
+                .unwrap()
+                .messages
+                .unwrap_or_default();
+            if msgs.is_empty() {
+                return out;
+            }
+            for m in msgs {
+                let sent = m
+                    .attributes()
+                    .and_then(|a| {
+                        a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp)
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_default();
+                out.push((
+                    m.message_id.unwrap_or_default(),
+                    sent,
+                    m.body.unwrap_or_default(),
+                ));
+            }
+        }
+    }
+
+    /// Sends one body and returns its message id.
+    pub async fn send_one(&self, queue: &TestQueue, body: &str) -> String {
+        self.sqs
+            .send_message()
+            .queue_url(&queue.url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send")
+            .message_id
+            .expect("message id")
+    }
+
     /// Announces a round that opened `ago` ago and lasts `window`.
     pub async fn open_round(&self, id: &str, ago: Duration, window: Duration) -> (i64, i64) {
         let opens = now_ms() - ago.as_millis() as i64;
