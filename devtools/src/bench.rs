@@ -9,7 +9,9 @@
 //!   press is in the ledger: presses/s, CPU seconds, peak RSS, statements per press;
 //! - d. round opening (`outgoing-handler open-round` → round recorded and a press in it scored)
 //!   with 1,000 and (`--million`) 1,000,000 registered players;
-//! - e. (`--million`) `GET /fetch/lb` and `GET /fetch/self` latency at 1,000,000 players.
+//! - e. (`--million`) `GET /fetch/lb` and `GET /fetch/self` latency at 1,000,000 players;
+//! - c2, c3 and r ([`crate::bench_order`]): the handler restarted behind a backlog, the burst with
+//!   10 % of its presses out of order, and a burst of registrations against a bare client.
 //!
 //! `scripts/bench` brings the dev stack up, builds the release binaries and runs this. Keep the
 //! machine quiet meanwhile: every figure is a share of the same two cores, and the statement
@@ -83,6 +85,12 @@ pub struct BenchArgs {
     /// using under 15% of its CPU); after it the part runs anyway, with a warning.
     #[arg(long, default_value_t = 300)]
     pub quiet_wait_secs: u64,
+    /// Registrations in the registration burst (r).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
+    pub registrations: u64,
+    /// Skip c2, c3 and r.
+    #[arg(long)]
+    pub no_disorder: bool,
     /// Profile the handler during c with `perf record` (CPU-clock samples, DWARF call graphs)
     /// into FILE; read it with `perf report -i FILE`. The CPU figure then includes perf's
     /// own cost in the handler (unwinding), so take the figures from a run without it.
@@ -243,6 +251,10 @@ async fn parts(
     f.a_runs
         .push(queue_ceiling(&res.sqs, &drain_url, n, args.receivers, mode).await?);
 
+    if !args.no_disorder {
+        disorder(args, bins, res, &topic, &app, mode, &mut f).await?;
+    }
+
     step("d. round opening");
     let state_dir = res.state_dir()?;
     let outgoing_env: Vec<(String, String)> = [
@@ -289,6 +301,107 @@ async fn parts(
         res.drop_database(db).await;
     }
     Ok(f)
+}
+
+/// c2, c3 and r, each on queues and a database of its own.
+async fn disorder(
+    args: &BenchArgs,
+    bins: &Bins,
+    res: &Resources,
+    topic: &str,
+    app: &str,
+    mode: ProgressMode,
+    f: &mut Figures,
+) -> anyhow::Result<()> {
+    use crate::bench_order::{
+        out_of_order, registrations_bare, registrations_through_handler, restart_with_backlog,
+    };
+    let env_for = |queues: &HandlerQueues, db: &BenchDb| {
+        let mut env = handler_env(queues, topic, app, db);
+        env.push((
+            "BUTTONPARTY_PRESS_RECEIVERS".into(),
+            args.receivers.to_string(),
+        ));
+        env
+    };
+    step("c2. restart with a backlog: 10,000 presses (5,000 players, twice) behind their round");
+    let queues = res.handler_queues_for("c2").await?;
+    let db = res.database("c2").await?;
+    wait_quiet(Duration::from_secs(args.quiet_wait_secs)).await?;
+    f.c_restart = Some(
+        restart_with_backlog(
+            &res.sqs,
+            &bins.incoming,
+            &env_for(&queues, &db),
+            &queues,
+            &db,
+            5_000,
+            mode,
+        )
+        .await?,
+    );
+    res.drop_database(db).await;
+
+    step("c3. the burst with 10 % of its presses out of order");
+    let queues = res.handler_queues_for("c3").await?;
+    let db = res.database("c3").await?;
+    wait_quiet(Duration::from_secs(args.quiet_wait_secs)).await?;
+    f.c_disorder = Some(
+        out_of_order(
+            &res.sqs,
+            &bins.incoming,
+            &env_for(&queues, &db),
+            &queues,
+            &db,
+            args.n,
+            mode,
+        )
+        .await?,
+    );
+    res.drop_database(db).await;
+
+    let n = args.registrations;
+    step(&format!(
+        "r. {n} registrations: the handler, then a bare client"
+    ));
+    let receivers = 4;
+    let concurrency = 10;
+    let queues = res.handler_queues_for("r").await?;
+    let db = res.database("r").await?;
+    wait_quiet(Duration::from_secs(args.quiet_wait_secs)).await?;
+    let handler = registrations_through_handler(
+        &res.sqs,
+        &bins.incoming,
+        &env_for(&queues, &db),
+        &queues,
+        &db,
+        n,
+        mode,
+    )
+    .await?;
+    res.drop_database(db).await;
+    let bare_url = res.queue("r-bare").await?;
+    wait_quiet(Duration::from_secs(args.quiet_wait_secs)).await?;
+    let bare = registrations_bare(
+        &res.sqs,
+        &res.sns,
+        &bare_url,
+        topic,
+        app,
+        n,
+        receivers,
+        concurrency,
+        mode,
+    )
+    .await?;
+    f.r = Some(crate::bench_order::RegistrationRun {
+        registrations: n,
+        handler_per_sec: handler,
+        bare_per_sec: bare,
+        receivers,
+        concurrency,
+    });
+    Ok(())
 }
 
 fn step(what: &str) {

@@ -120,11 +120,23 @@ impl Resources {
 
     /// The handler's four queues.
     pub async fn handler_queues(&self) -> anyhow::Result<HandlerQueues> {
+        self.handler_queues_for("").await
+    }
+
+    /// Another set of the handler's four queues, named after `part`.
+    pub async fn handler_queues_for(&self, part: &str) -> anyhow::Result<HandlerQueues> {
+        let name = |q: &str| {
+            if part.is_empty() {
+                q.to_owned()
+            } else {
+                format!("{part}-{q}")
+            }
+        };
         Ok(HandlerQueues {
-            add_user: self.queue("add-user").await?,
-            press: self.queue("press").await?,
-            powerup: self.queue("powerup").await?,
-            timestamp: self.queue("timestamp").await?,
+            add_user: self.queue(&name("add-user")).await?,
+            press: self.queue(&name("press")).await?,
+            powerup: self.queue(&name("powerup")).await?,
+            timestamp: self.queue(&name("timestamp")).await?,
         })
     }
 

@@ -174,8 +174,9 @@ fn keep_alive(req: &mut aws_smithy_runtime_api::http::Request) {
 }
 
 /// b. The database's ceiling: the scoring writes of players `0..n` in round
-/// (`round_id`, `opens_at`) — ledger rows, then the players' new score, streak and last round —
-/// as two multi-row statements per 500-row transaction on one connection. Returns the seconds.
+/// (`round_id`, `opens_at`) — their scored press events, then the players' new score, streak
+/// and last round — as two multi-row statements per 500-row transaction on one connection.
+/// Returns the seconds.
 pub async fn database_ceiling(
     db: &BenchDb,
     n: u64,
@@ -190,17 +191,25 @@ pub async fn database_ceiling(
     while start < n {
         let end = (start + ROWS).min(n);
         let mut tx = conn.begin().await?;
+        let _ = round_id;
         let mut q = QueryBuilder::<MySql>::new(
-            "INSERT INTO scores (username, round_opens_at_ms, round_id, pressed_at_ms, streak, points, message_id) ",
+            "INSERT INTO player_events (username, sent_at_ms, message_id, kind, outcome, \
+             round_opens_at_ms, streak, points, score_after, streak_after, last_scored_after, \
+             received_at_ms) ",
         );
         q.push_values(start..end, |mut b, i| {
             b.push_bind(player_name(i).into_bytes())
-                .push_bind(opens_at)
-                .push_bind(round_id.as_bytes())
                 .push_bind(pressed_at)
+                .push_bind(format!("{:032x}-bench", crate::bench_env::mix(i)).into_bytes())
+                .push_bind("PRESS")
+                .push_bind("scored")
+                .push_bind(opens_at)
                 .push_bind(1_u32)
                 .push_bind(1_i64)
-                .push_bind(format!("{:032x}-bench", crate::bench_env::mix(i)).into_bytes());
+                .push_bind(1_i64)
+                .push_bind(1_u32)
+                .push_bind(opens_at)
+                .push_bind(pressed_at);
         });
         q.build().execute(&mut *tx).await?;
         let mut q = QueryBuilder::<MySql>::new(

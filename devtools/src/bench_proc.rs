@@ -149,6 +149,21 @@ impl Child {
         }))
     }
 
+    /// The sum of a counter over the handler's `stats` log lines (each counts since the
+    /// previous one), if it printed any.
+    pub fn stat_total(&self, field: &str) -> Option<u64> {
+        let s = self.log.lock().expect("log lock");
+        if s.stats.is_empty() {
+            return None;
+        }
+        Some(
+            s.stats
+                .iter()
+                .map(|v| v.get(field).and_then(|x| x.as_u64()).unwrap_or(0))
+                .sum(),
+        )
+    }
+
     /// Fails (with its last log lines) when it has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {

@@ -128,6 +128,12 @@ pub struct Figures {
     pub e_self: Option<Latency>,
     /// Whether every `/fetch/self` answer carried a rank.
     pub e_self_has_rank: Option<bool>,
+    /// c2: the handler restarted behind a backlog.
+    pub c_restart: Option<crate::bench_order::DisorderRun>,
+    /// c3: the burst with 10 % of its presses out of order.
+    pub c_disorder: Option<crate::bench_order::DisorderRun>,
+    /// r: a burst of registrations.
+    pub r: Option<crate::bench_order::RegistrationRun>,
 }
 
 /// One target of issue 7 and whether it is met.
@@ -225,6 +231,15 @@ impl Figures {
         self.c.peak_rss_bytes as f64 / MIB
     }
 
+    /// A rate as a share of c's.
+    fn of_c(&self, per_sec: f64) -> f64 {
+        if self.c.per_sec > 0.0 {
+            per_sec / self.c.per_sec
+        } else {
+            0.0
+        }
+    }
+
     /// d(large) ÷ d(small).
     pub fn d_ratio(&self) -> Option<f64> {
         match (&self.d_small, &self.d_large) {
@@ -251,6 +266,32 @@ impl Figures {
             ),
             target("handler peak RSS <= 64 MiB", self.rss_mib(), 64.0, false),
         ];
+        if let Some(c2) = &self.c_restart {
+            t.push(target(
+                "c2 (restart with a backlog) >= 0.8 x c",
+                self.of_c(c2.per_sec),
+                0.8,
+                true,
+            ));
+        }
+        if let Some(c3) = &self.c_disorder {
+            t.push(target(
+                "c3 (10 % out of order) >= 0.8 x c",
+                self.of_c(c3.per_sec),
+                0.8,
+                true,
+            ));
+        }
+        if let Some(r) = &self.r
+            && r.bare_per_sec > 0.0
+        {
+            t.push(target(
+                "r (registrations) >= 0.8 x bare client",
+                r.handler_per_sec / r.bare_per_sec,
+                0.8,
+                true,
+            ));
+        }
         if let Some(r) = self.d_ratio() {
             t.push(target("d(large) <= 2 x d(small)", r, 2.0, false));
         }
@@ -347,6 +388,53 @@ impl Figures {
             "handler peak RSS".into(),
             format!("{:.1} MiB", self.rss_mib()),
         );
+        for (what, run) in [
+            (
+                "c2. restart with a backlog: 10,000 presses (5,000 players, twice) behind their round",
+                &self.c_restart,
+            ),
+            (
+                "c3. the burst, 10 % out of order (late round message, redeliveries)",
+                &self.c_disorder,
+            ),
+        ] {
+            if let Some(r) = run {
+                row(
+                    what.into(),
+                    format!(
+                        "{} presses/s ({:.2} × c; {:.1} s; {:.2} CPU-s per 10,000; {:.1} MiB; {} players re-folded, {} heartbeats, {} redeliveries)",
+                        group_f(r.per_sec),
+                        self.of_c(r.per_sec),
+                        r.secs,
+                        r.cpu_secs * 10_000.0 / r.presses.max(1) as f64,
+                        r.peak_rss_bytes as f64 / MIB,
+                        r.refolded.map_or("?".into(), group),
+                        r.heartbeats.map_or("?".into(), group),
+                        r.redelivered.map_or("?".into(), group),
+                    ),
+                );
+            }
+        }
+        if let Some(r) = &self.r {
+            row(
+                format!(
+                    "r. {} registrations: handler / bare client ({} receivers × {} at once)",
+                    group(r.registrations),
+                    r.receivers,
+                    r.concurrency
+                ),
+                format!(
+                    "{} / {} per s ({:.2})",
+                    group_f(r.handler_per_sec),
+                    group_f(r.bare_per_sec),
+                    if r.bare_per_sec > 0.0 {
+                        r.handler_per_sec / r.bare_per_sec
+                    } else {
+                        0.0
+                    }
+                ),
+            );
+        }
         for d in [&self.d_small, &self.d_large].into_iter().flatten() {
             row(
                 format!(
@@ -426,6 +514,10 @@ impl Figures {
             "d_large_players": self.d_large.as_ref().map(|d| d.players),
             "d_large_ms": self.d_large.as_ref().map(|d| round(d.median_ms, 1)),
             "d_ratio": self.d_ratio().map(|r| round(r, 3)),
+            "c2_restart_presses_per_s": self.c_restart.as_ref().map(|r| round(r.per_sec, 0)),
+            "c3_disorder_presses_per_s": self.c_disorder.as_ref().map(|r| round(r.per_sec, 0)),
+            "r_handler_per_s": self.r.as_ref().map(|r| round(r.handler_per_sec, 1)),
+            "r_bare_per_s": self.r.as_ref().map(|r| round(r.bare_per_sec, 1)),
             "fetch_lb_p50_ms": lat(&self.e_lb, false),
             "fetch_lb_p99_ms": lat(&self.e_lb, true),
             "fetch_self_p50_ms": lat(&self.e_self, false),
@@ -441,6 +533,9 @@ impl Figures {
                 "fetch_lb": self.e_lb,
                 "fetch_self": self.e_self,
                 "fetch_self_has_rank": self.e_self_has_rank,
+                "c2": self.c_restart,
+                "c3": self.c_disorder,
+                "r": self.r,
                 "targets": self.targets(),
             },
         });
@@ -524,7 +619,47 @@ mod tests {
             e_lb: Some(Latency::of(&[1.0, 2.0, 3.0])),
             e_self: Some(Latency::of(&[5.0; 100])),
             e_self_has_rank: Some(true),
+            c_restart: Some(crate::bench_order::DisorderRun {
+                presses: 10_000,
+                secs: 12.5,
+                per_sec: 800.0,
+                cpu_secs: 1.0,
+                peak_rss_bytes: 20 * 1024 * 1024,
+                refolded: Some(5000),
+                heartbeats: Some(0),
+                redelivered: Some(0),
+            }),
+            c_disorder: Some(crate::bench_order::DisorderRun {
+                presses: 20_000,
+                secs: 40.0,
+                per_sec: 500.0,
+                ..Default::default()
+            }),
+            r: Some(crate::bench_order::RegistrationRun {
+                registrations: 5000,
+                handler_per_sec: 90.0,
+                bare_per_sec: 100.0,
+                receivers: 4,
+                concurrency: 10,
+            }),
         }
+    }
+
+    #[test]
+    fn disorder_and_registration_rows_are_checked_against_c_and_the_bare_client() {
+        let f = sample();
+        let t = f.targets();
+        let get = |name: &str| t.iter().find(|t| t.name.starts_with(name)).unwrap().clone();
+        let c2 = get("c2");
+        assert!((c2.value - 800.0 / 952.0).abs() < 1e-9 && c2.met);
+        let c3 = get("c3");
+        assert!((c3.value - 500.0 / 952.0).abs() < 1e-9 && !c3.met);
+        let r = get("r (registrations)");
+        assert!((r.value - 0.9).abs() < 1e-9 && r.met);
+        let table = f.table();
+        assert!(table.contains("c2. restart with a backlog"), "{table}");
+        assert!(table.contains("90 / 100 per s (0.90)"), "{table}");
+        assert!(f.json_line().contains("\"c2_restart_presses_per_s\":800"));
     }
 
     #[test]
@@ -554,7 +689,13 @@ mod tests {
             .filter(|t| !t.met)
             .map(|t| t.name)
             .collect();
-        assert_eq!(missed, vec!["d(large) <= 2 x d(small)"]);
+        assert_eq!(
+            missed,
+            vec![
+                "c3 (10 % out of order) >= 0.8 x c",
+                "d(large) <= 2 x d(small)"
+            ]
+        );
     }
 
     #[test]
@@ -563,6 +704,9 @@ mod tests {
             d_large: None,
             e_lb: None,
             e_self: None,
+            c_restart: None,
+            c_disorder: None,
+            r: None,
             ..sample()
         };
         assert_eq!(f.targets().len(), 4);

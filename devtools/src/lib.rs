@@ -17,6 +17,7 @@
 
 pub mod bench;
 pub mod bench_env;
+pub mod bench_order;
 pub mod bench_parts;
 pub mod bench_proc;
 pub mod bench_report;

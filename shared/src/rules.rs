@@ -846,22 +846,28 @@ mod tests {
             (6, 220 * SECOND_MS),
             (10, 340 * SECOND_MS),
         ] {
-            assert_eq!(r.deadline(halves), hour(0) + deadline, "×{}", halves as f64 / 2.0);
+            assert_eq!(
+                r.deadline(halves),
+                hour(0) + deadline,
+                "×{}",
+                halves as f64 / 2.0
+            );
         }
         // Without a window in the message, the whole round is the window.
         let old = Round::announced(hour(0), hour(0) + WINDOW, None);
         assert_eq!(old, Round::new(hour(0), WINDOW));
         assert_eq!(old.deadline(3), hour(0) + 90 * SECOND_MS);
         // A window longer than the round is clamped to it.
-        assert_eq!(
-            Round::announced(hour(0), hour(0) + 10, Some(20)).window,
-            10
-        );
+        assert_eq!(Round::announced(hour(0), hour(0) + 10, Some(20)).window, 10);
         let history = Rounds::new(vec![r]);
         let mut player = Player::default();
         assert!(press(&mut player, &history, hour(0) + 100 * SECOND_MS).is_ok());
         assert_eq!(
-            press(&mut Player::default(), &history, hour(0) + 100 * SECOND_MS + 1),
+            press(
+                &mut Player::default(),
+                &history,
+                hour(0) + 100 * SECOND_MS + 1
+            ),
             Err(RejectReason::TooLate)
         );
     }

@@ -1,0 +1,441 @@
+//! The benchmark's disorder and registration rows (issues 11 and 13):
+//!
+//! - c2. restart with a backlog: the handler starts while 10,000 presses (5,000 players, each
+//!   twice) wait behind their round's timestamp message, as after a restart or deploy mid-round;
+//! - c3. the burst with 10 % of its presses out of order: two rounds, the second round's
+//!   timestamp message held back (a crashed consumer) while its presses arrive, and 10 % of the
+//!   first round's presses redelivered only after their players' second press was applied;
+//! - r. a burst of registrations through the handler, against a bare client making the same
+//!   SQS and SNS calls at the same concurrency.
+//!
+//! Each returns what it measured; [`crate::bench`] runs them after c and puts them in the table.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use futures::StreamExt as _;
+use serde::Serialize;
+
+use crate::bench_env::{BenchDb, HandlerQueues, insert_players, insert_round, player_name};
+use crate::bench_parts::{HANDLER_READY, NOT_INHERITED};
+use crate::bench_proc::Child;
+use crate::players::press_body;
+use crate::progress::{Progress, ProgressMode};
+use crate::send::{SendOptions, now_ms, send_bodies};
+
+/// A run of the handler over a disordered backlog.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct DisorderRun {
+    /// Presses in the queue.
+    pub presses: u64,
+    /// From the process start until every press was judged and every re-fold done, seconds.
+    pub secs: f64,
+    /// Presses per second.
+    pub per_sec: f64,
+    /// CPU seconds of the handler meanwhile.
+    pub cpu_secs: f64,
+    /// Peak resident set, bytes.
+    pub peak_rss_bytes: u64,
+    /// Players re-folded (from the handler's stats lines).
+    pub refolded: Option<u64>,
+    /// Visibility heartbeats sent.
+    pub heartbeats: Option<u64>,
+    /// Redeliveries the handler saw.
+    pub redelivered: Option<u64>,
+}
+
+/// A burst of registrations, through the handler and through a bare client.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct RegistrationRun {
+    /// Registrations in the burst.
+    pub registrations: u64,
+    /// Through the handler: registrations per second (until every endpoint is subscribed).
+    pub handler_per_sec: f64,
+    /// The bare client: the same receive, SNS and delete calls at the same concurrency.
+    pub bare_per_sec: f64,
+    /// Receivers (both) and SNS calls in flight per receiver (both).
+    pub receivers: u32,
+    /// SNS registrations in flight per receiver.
+    pub concurrency: u32,
+}
+
+/// Sends `bodies` to `url` and waits until the queue shows them.
+async fn enqueue(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    bodies: Vec<String>,
+    label: &str,
+    mode: ProgressMode,
+) -> anyhow::Result<()> {
+    let n = bodies.len() as u64;
+    let progress = Progress::new(label, n, mode);
+    let stats = send_bodies(sqs, url, bodies, SendOptions::default(), &progress).await;
+    progress.finish(format!("{:.0} msg/s", stats.per_sec()));
+    if stats.failed > 0 {
+        bail!("{label}: {} messages could not be enqueued", stats.failed);
+    }
+    Ok(())
+}
+
+/// Receives up to `limit` visible messages of `url` and leaves them invisible for `secs`, as a
+/// consumer that crashed after receiving them would. Returns how many were held.
+async fn hold(sqs: &aws_sdk_sqs::Client, url: &str, secs: i32, limit: u64) -> anyhow::Result<u64> {
+    let mut held = 0;
+    let mut empty = 0;
+    while held < limit && empty < 3 {
+        let want = (limit - held).min(10) as i32;
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(want)
+            .visibility_timeout(secs)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        let got = out.messages.unwrap_or_default().len() as u64;
+        if got == 0 {
+            empty += 1;
+        }
+        held += got;
+    }
+    Ok(held)
+}
+
+/// Starts the handler and waits until `done` says the work is finished; returns the run.
+async fn run_handler<F, Fut>(
+    handler: &Path,
+    env: &[(String, String)],
+    presses: u64,
+    label: &str,
+    mode: ProgressMode,
+    mut done: F,
+) -> anyhow::Result<DisorderRun>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(bool, u64)>>,
+{
+    let progress = Progress::new(label, presses, mode);
+    let started = Instant::now();
+    let mut child = Child::spawn(
+        "incoming-handler",
+        handler,
+        &["run"],
+        env,
+        NOT_INHERITED,
+        Some(HANDLER_READY),
+    )?;
+    let limit = Duration::from_secs(120 + presses / 50);
+    let (secs, usage) = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        child.check_running()?;
+        let (finished, judged) = done().await?;
+        progress.inc(judged.min(presses).saturating_sub(progress.position()));
+        if finished {
+            break (started.elapsed().as_secs_f64(), child.usage()?);
+        }
+        if started.elapsed() > limit {
+            bail!(
+                "{label}: not finished after {} s; the handler's last log lines:\n{}",
+                limit.as_secs(),
+                child.tail()
+            );
+        }
+    };
+    progress.finish(format!("{:.0} presses/s", presses as f64 / secs));
+    let status = child.terminate(Duration::from_secs(60)).await?;
+    if !status.success() {
+        bail!("{label}: the handler exited with {status}");
+    }
+    Ok(DisorderRun {
+        presses,
+        secs,
+        per_sec: presses as f64 / secs,
+        cpu_secs: usage.cpu_secs,
+        peak_rss_bytes: usage.peak_rss_bytes,
+        refolded: child.stat_total("refolded"),
+        heartbeats: child.stat_total("heartbeats"),
+        redelivered: child.stat_total("redelivered"),
+    })
+}
+
+/// (every event judged, no player left to re-fold, queue empty): the handler is done with a
+/// backlog; and how many presses are judged.
+async fn settled(
+    sqs: &aws_sdk_sqs::Client,
+    db: &BenchDb,
+    press_url: &str,
+    scored_target: i64,
+) -> anyhow::Result<(bool, u64)> {
+    let (scored, judged, marked): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM player_events WHERE outcome = 'scored'), \
+                (SELECT COUNT(*) FROM player_events WHERE outcome IS NOT NULL), \
+                (SELECT COUNT(*) FROM users WHERE refold_from_ms IS NOT NULL)",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    if scored < scored_target || marked > 0 {
+        return Ok((false, judged as u64));
+    }
+    let d = crate::queues::depth(sqs, press_url).await?;
+    Ok((d.visible + d.in_flight == 0, judged as u64))
+}
+
+/// c2. The handler starts while `2 × players` presses (each player twice, in one round) wait in
+/// the press queue behind the round's timestamp message.
+pub async fn restart_with_backlog(
+    sqs: &aws_sdk_sqs::Client,
+    handler: &Path,
+    env: &[(String, String)],
+    queues: &HandlerQueues,
+    db: &BenchDb,
+    players: u64,
+    mode: ProgressMode,
+) -> anyhow::Result<DisorderRun> {
+    insert_players(&db.pool, players, |_| (0, 0, None), |_| {}).await?;
+    let opens = now_ms() - 1_000;
+    let round = format!(
+        r#"{{"round_id":"{opens}-restart","opens_at_ms":{opens},"closes_at_ms":{},"window_ms":600000}}"#,
+        opens + 600_000
+    );
+    enqueue(sqs, &queues.timestamp, vec![round], "c2. round", mode).await?;
+    let mut bodies: Vec<String> = (0..players).map(|i| press_body(&player_name(i))).collect();
+    bodies.extend((0..players).map(|i| press_body(&player_name(i))));
+    enqueue(sqs, &queues.press, bodies, "c2. enqueue", mode).await?;
+    let presses = 2 * players;
+    run_handler(handler, env, presses, "c2. restart", mode, || async {
+        let (finished, _) = settled(sqs, db, &queues.press, players as i64).await?;
+        let d = crate::queues::depth(sqs, &queues.press).await?;
+        let taken = presses.saturating_sub(d.visible + d.in_flight);
+        Ok((finished, taken))
+    })
+    .await
+}
+
+/// c3. `n` presses (every player twice, one press in each of two rounds), 10 % of them out of
+/// order: the second round's timestamp message is held back 3 s (a crashed consumer) while its
+/// presses arrive, and 10 % of the first round's presses are redelivered only 6 s after the
+/// handler starts, behind their players' second press.
+pub async fn out_of_order(
+    sqs: &aws_sdk_sqs::Client,
+    handler: &Path,
+    env: &[(String, String)],
+    queues: &HandlerQueues,
+    db: &BenchDb,
+    n: u64,
+    mode: ProgressMode,
+) -> anyhow::Result<DisorderRun> {
+    let players = n / 2;
+    insert_players(&db.pool, players, |_| (0, 0, None), |_| {}).await?;
+    let r1 = now_ms() - 1_000;
+    let bodies: Vec<String> = (0..players).map(|i| press_body(&player_name(i))).collect();
+    enqueue(
+        sqs,
+        &queues.press,
+        bodies,
+        "c3. first round's presses",
+        mode,
+    )
+    .await?;
+    // The first round closes here; the second opens 1 ms later.
+    let boundary = now_ms() + 50;
+    insert_round(&db.pool, &format!("{r1}-first"), r1, boundary).await?;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let r2 = boundary + 1;
+    let round2 = format!(
+        r#"{{"round_id":"{r2}-second","opens_at_ms":{r2},"closes_at_ms":{},"window_ms":600000}}"#,
+        r2 + 600_000
+    );
+    enqueue(
+        sqs,
+        &queues.timestamp,
+        vec![round2],
+        "c3. second round",
+        mode,
+    )
+    .await?;
+    let bodies: Vec<String> = (0..players).map(|i| press_body(&player_name(i))).collect();
+    enqueue(
+        sqs,
+        &queues.press,
+        bodies,
+        "c3. second round's presses",
+        mode,
+    )
+    .await?;
+    // Out of order: the round message, and 10 % of the presses (the queue's oldest: mostly the
+    // first round's) redelivered after the rest.
+    let held_round = hold(sqs, &queues.timestamp, 3, 1).await?;
+    if held_round != 1 {
+        bail!("c3: could not hold the second round's message");
+    }
+    let late = n / 10;
+    let held = hold(sqs, &queues.press, 6, late).await?;
+    eprintln!("bench: c3: the second round's message held 3 s, {held} presses held 6 s");
+    run_handler(handler, env, n, "c3. out of order", mode, || async {
+        let (finished, _) = settled(sqs, db, &queues.press, n as i64).await?;
+        let d = crate::queues::depth(sqs, &queues.press).await?;
+        Ok((finished, n.saturating_sub(d.visible + d.in_flight)))
+    })
+    .await
+}
+
+/// r. `n` registrations (new players, distinct tokens) through the handler, until every
+/// endpoint is subscribed; returns registrations per second.
+pub async fn registrations_through_handler(
+    sqs: &aws_sdk_sqs::Client,
+    handler: &Path,
+    env: &[(String, String)],
+    queues: &HandlerQueues,
+    db: &BenchDb,
+    n: u64,
+    mode: ProgressMode,
+) -> anyhow::Result<f64> {
+    let bodies: Vec<String> = (0..n)
+        .map(|i| {
+            serde_json::json!({"username": player_name(i), "token": format!("bench-handler-token-{i}-{}", now_ms())})
+                .to_string()
+        })
+        .collect();
+    enqueue(sqs, &queues.add_user, bodies, "r. enqueue", mode).await?;
+    let run = run_handler(handler, env, n, "r. registrations", mode, || async {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM push_endpoints WHERE subscription_arn IS NOT NULL",
+        )
+        .fetch_one(&db.pool)
+        .await?;
+        let d = crate::queues::depth(sqs, &queues.add_user).await?;
+        Ok((
+            done as u64 >= n && d.visible + d.in_flight == 0,
+            done as u64,
+        ))
+    })
+    .await?;
+    Ok(run.per_sec)
+}
+
+/// r, bare: `receivers` tasks, each receiving 10 add-user messages and, for up to
+/// `concurrency` of them at once, making the SNS calls the handler makes for a new player
+/// (CreatePlatformEndpoint, GetEndpointAttributes, Subscribe), then deleting them with one
+/// `DeleteMessageBatch`; until `n` are done. Returns registrations per second.
+#[allow(clippy::too_many_arguments)]
+pub async fn registrations_bare(
+    sqs: &aws_sdk_sqs::Client,
+    sns: &aws_sdk_sns::Client,
+    url: &str,
+    topic_arn: &str,
+    app_arn: &str,
+    n: u64,
+    receivers: u32,
+    concurrency: u32,
+    mode: ProgressMode,
+) -> anyhow::Result<f64> {
+    let bodies: Vec<String> = (0..n)
+        .map(|i| {
+            serde_json::json!({"username": player_name(i), "token": format!("bench-bare-token-{i}-{}", now_ms())})
+                .to_string()
+        })
+        .collect();
+    enqueue(sqs, url, bodies, "r. bare enqueue", mode).await?;
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = Progress::new("r. bare client", n, mode);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..receivers {
+        let (sqs, sns, url, topic, app, done, progress) = (
+            sqs.clone(),
+            sns.clone(),
+            url.to_owned(),
+            topic_arn.to_owned(),
+            app_arn.to_owned(),
+            done.clone(),
+            progress.clone(),
+        );
+        tasks.spawn(async move {
+            while done.load(Ordering::Relaxed) < n {
+                let Ok(out) = sqs
+                    .receive_message()
+                    .queue_url(&url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(2)
+                    .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                let msgs = out.messages.unwrap_or_default();
+                if msgs.is_empty() {
+                    continue;
+                }
+                futures::stream::iter(msgs.iter())
+                    .for_each_concurrent(concurrency.max(1) as usize, |m| {
+                        let (sns, topic, app) = (&sns, &topic, &app);
+                        async move {
+                            let body: serde_json::Value =
+                                serde_json::from_str(m.body().unwrap_or("{}")).unwrap_or_default();
+                            let token = body["token"].as_str().unwrap_or("t").to_owned();
+                            let Ok(ep) = sns
+                                .create_platform_endpoint()
+                                .platform_application_arn(app)
+                                .token(token)
+                                .send()
+                                .await
+                            else {
+                                return;
+                            };
+                            let arn = ep.endpoint_arn.unwrap_or_default();
+                            let _ = sns
+                                .get_endpoint_attributes()
+                                .endpoint_arn(&arn)
+                                .send()
+                                .await;
+                            let _ = sns
+                                .subscribe()
+                                .topic_arn(topic)
+                                .protocol("application")
+                                .endpoint(&arn)
+                                .return_subscription_arn(true)
+                                .send()
+                                .await;
+                        }
+                    })
+                    .await;
+                let entries: Vec<_> = msgs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, m)| {
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(m.receipt_handle()?)
+                            .build()
+                            .ok()
+                    })
+                    .collect();
+                let count = entries.len() as u64;
+                if sqs
+                    .delete_message_batch()
+                    .queue_url(&url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .is_ok()
+                {
+                    done.fetch_add(count, Ordering::Relaxed);
+                    progress.inc(count);
+                }
+            }
+        });
+    }
+    let limit = Duration::from_secs(120 + n / 10);
+    let all = async { while tasks.join_next().await.is_some() {} };
+    tokio::time::timeout(limit, all)
+        .await
+        .context("r: the bare client did not finish")?;
+    let secs = started.elapsed().as_secs_f64();
+    progress.finish(format!("{:.0} registrations/s", n as f64 / secs));
+    Ok(n as f64 / secs)
+}
