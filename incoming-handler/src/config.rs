@@ -135,6 +135,9 @@ pub struct RunArgs {
     /// Interval of the stats log line, in seconds.
     #[arg(long, env = "BUTTONPARTY_STATS_INTERVAL_SECS", value_name = "BUTTONPARTY_STATS_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub stats_interval_secs: u64,
+    /// Metrics output (`emf`: the stats line also as a CloudWatch Embedded Metric Format line).
+    #[command(flatten)]
+    pub metrics: buttonparty::emf::MetricsSettings,
     /// When set, the SQS message attribute that carries the player's verified identity (filled by
     /// API Gateway from the JWT authorizer's claims); the body's username is then ignored and a
     /// message without the attribute is malformed.
@@ -183,6 +186,8 @@ pub struct Config {
     pub stats_interval: Duration,
     /// Verified-identity message attribute.
     pub identity_attribute: Option<String>,
+    /// Whether the stats line is also printed as an EMF line.
+    pub metrics: buttonparty::emf::MetricsMode,
 }
 
 /// Long-poll wait of every receive: at most this long for a stop to wait for an outstanding
@@ -245,6 +250,7 @@ impl RunArgs {
             drain: self.drain()?,
             stats_interval: Duration::from_secs(self.stats_interval_secs),
             identity_attribute: self.identity_attribute.clone().filter(|a| !a.is_empty()),
+            metrics: self.metrics.metrics,
         })
     }
 }

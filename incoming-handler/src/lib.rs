@@ -274,6 +274,7 @@ pub async fn run_with_stats(
         stats.clone(),
         inflight.clone(),
         config.stats_interval,
+        config.metrics,
         background.clone(),
     ));
     let watchdog_task = tokio::spawn(watchdog_loop(liveness, background.clone()));
@@ -313,7 +314,7 @@ pub async fn run_with_stats(
     let _ = heartbeat.await;
     let _ = stats_task.await;
     let _ = watchdog_task.await;
-    stats.log_and_reset(inflight.len());
+    stats.log_and_reset(inflight.len(), config.metrics);
     tracing::info!("incoming handler stopped");
     Ok(())
 }
@@ -322,6 +323,7 @@ async fn stats_loop(
     stats: Arc<Stats>,
     inflight: InFlight,
     every: Duration,
+    metrics: buttonparty::emf::MetricsMode,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -329,7 +331,7 @@ async fn stats_loop(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => stats.log_and_reset(inflight.len()),
+            _ = tick.tick() => stats.log_and_reset(inflight.len(), metrics),
         }
     }
 }

@@ -187,12 +187,18 @@ impl Stats {
         }
     }
 
-    /// Logs the counts since the previous call at info level and resets them.
-    pub fn log_and_reset(&self, held: usize) {
+    /// Logs the counts since the previous call at info level and resets them; with
+    /// `metrics` at `emf`, also prints them as one CloudWatch Embedded Metric Format line on
+    /// stdout ([`emf_line`]).
+    pub fn log_and_reset(&self, held: usize, metrics: buttonparty::emf::MetricsMode) {
         let c = match self.since_last.lock() {
             Ok(mut c) => std::mem::take(&mut *c),
             Err(_) => return,
         };
+        if metrics == buttonparty::emf::MetricsMode::Emf {
+            let now = crate::queue::now_ms();
+            println!("{}", emf_line(&c, held, now));
+        }
         let rejected = c
             .rejected
             .iter()
@@ -225,6 +231,48 @@ impl Stats {
     }
 }
 
+/// The `Service` dimension of the incoming handler's metrics.
+pub const METRICS_SERVICE: &str = "incoming-handler";
+
+/// The counts of one interval as an EMF line: `Received`, `Applied`, `Rejected`, `Malformed`,
+/// `Pending`, `Refolded`, `Batches`, `BatchSizeAvg`, `BatchSizeMax`, `DbLatencyAvg` and
+/// `DbLatencyMax` (ms), `Heartbeats`, `Held`; the rejection reasons as properties.
+fn emf_line(c: &Counts, held: usize, now_ms: i64) -> String {
+    use buttonparty::emf::{self, Metric};
+    let avg = |total: u64, n: u64| total.checked_div(n).unwrap_or(0);
+    let rejected: u64 = c.rejected.values().sum();
+    let reasons: serde_json::Map<String, serde_json::Value> = c
+        .rejected
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+        .collect();
+    emf::line(
+        emf::NAMESPACE,
+        &[("Service", METRICS_SERVICE)],
+        &[
+            Metric::count("Received", c.received),
+            Metric::count("Applied", c.applied),
+            Metric::count("Rejected", rejected),
+            Metric::count("Malformed", c.malformed),
+            Metric::count("Pending", c.pending),
+            Metric::count("Refolded", c.refolded),
+            Metric::count("Batches", c.batches),
+            Metric::count("BatchSizeAvg", avg(c.batch_items, c.batches)),
+            Metric::count("BatchSizeMax", c.batch_max),
+            Metric::millis(
+                "DbLatencyAvg",
+                avg(c.db_total.as_millis() as u64, c.db_calls) as f64,
+            ),
+            Metric::millis("DbLatencyMax", c.db_max.as_millis() as f64),
+            Metric::count("Heartbeats", c.heartbeats),
+            Metric::count("Held", held as u64),
+        ],
+        &[("rejected_by_reason", serde_json::Value::Object(reasons))],
+        now_ms,
+    )
+    .expect("fixed names and finite counts always make a line")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,7 +284,7 @@ mod tests {
         s.applied(2);
         s.rejected("too_late");
         s.batch(2, Duration::from_millis(4));
-        s.log_and_reset(0);
+        s.log_and_reset(0, buttonparty::emf::MetricsMode::Off);
         s.applied(1);
         let t = s.totals();
         assert_eq!(t.received, 3);
@@ -244,5 +292,44 @@ mod tests {
         assert_eq!(t.rejected, 1);
         assert_eq!(t.batches, 1);
         assert_eq!(s.since_last.lock().unwrap().applied, 1);
+    }
+
+    #[test]
+    fn the_emf_line_carries_every_counter_under_its_metric_name() {
+        let s = Stats::default();
+        s.received(QueueKind::Press, 10);
+        s.applied(7);
+        s.rejected("too_late");
+        s.pending(2);
+        s.refolded(3, 5);
+        s.batch(10, Duration::from_millis(12));
+        let c = s.since_last.lock().unwrap().clone();
+        let v: serde_json::Value = serde_json::from_str(&emf_line(&c, 4, 1_000)).unwrap();
+        for (k, want) in [
+            ("Received", 10),
+            ("Applied", 7),
+            ("Rejected", 1),
+            ("Pending", 2),
+            ("Refolded", 3),
+            ("Batches", 1),
+            ("BatchSizeAvg", 10),
+            ("DbLatencyMax", 12),
+            ("Held", 4),
+        ] {
+            assert_eq!(v[k], want, "{k}");
+        }
+        assert_eq!(v["Service"], "incoming-handler");
+        assert_eq!(v["rejected_by_reason"]["too_late"], 1);
+        let names: Vec<&str> = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), 13);
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "ButtonParty"
+        );
     }
 }

@@ -52,6 +52,69 @@ fn an_invalid_setting_prints_one_line_naming_it_and_exits_2() {
 }
 
 #[test]
+fn a_drain_that_does_not_end_before_the_stop_timeout_is_refused() {
+    let all = [
+        ("BUTTONPARTY_DATABASE_URL", "mysql://u@127.0.0.1/x"),
+        ("BUTTONPARTY_ADD_USER_QUEUE_URL", "http://127.0.0.1:1/q/a"),
+        ("BUTTONPARTY_PRESS_QUEUE_URL", "http://127.0.0.1:1/q/p"),
+        ("BUTTONPARTY_POWERUP_QUEUE_URL", "http://127.0.0.1:1/q/u"),
+        ("BUTTONPARTY_TIMESTAMP_QUEUE_URL", "http://127.0.0.1:1/q/t"),
+        (
+            "BUTTONPARTY_TOPIC_ARN",
+            "arn:aws:sns:us-east-1:000000000000:t",
+        ),
+        (
+            "BUTTONPARTY_PLATFORM_APPLICATION_ARN",
+            "arn:aws:sns:us-east-1:000000000000:app/GCM/a",
+        ),
+    ];
+    for (drain, stop, refused) in [("40", "45", true), ("36", "45", true), ("35", "45", false)] {
+        let mut cmd = bare();
+        cmd.args(["run"])
+            .envs(all)
+            .env("BUTTONPARTY_DRAIN_SECS", drain)
+            .env("BUTTONPARTY_STOP_TIMEOUT_SECS", stop)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "x")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if refused {
+            assert_eq!(
+                status.and_then(|s| s.code()),
+                Some(2),
+                "{drain}/{stop}: {stderr}"
+            );
+            assert!(
+                stderr.contains("BUTTONPARTY_DRAIN_SECS")
+                    && stderr.contains("BUTTONPARTY_STOP_TIMEOUT_SECS"),
+                "{stderr}"
+            );
+        } else {
+            // Accepted: it goes on to contact the (unreachable) services and keeps retrying.
+            assert!(status.is_none(), "{drain}/{stop} exited: {stderr}");
+        }
+    }
+}
+
+#[test]
 fn a_missing_database_setting_names_the_secret_variable() {
     let out = bare().args(["migrate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -102,6 +102,7 @@ impl Stack {
             add_user_receivers: 2,
             push_concurrency: 10,
             pending_horizon: Duration::from_secs(15 * 86_400),
+            metrics: buttonparty::emf::MetricsMode::Off,
             drain: Duration::from_secs(10),
             stats_interval: Duration::from_secs(60),
             identity_attribute: None,
