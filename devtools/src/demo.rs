@@ -11,7 +11,7 @@
 //! ([`crate::demo_check`]). One line per round; at the end the top 10, a few players' histories,
 //! what the queues did, what the backend counted, and the verdict.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -329,22 +329,39 @@ impl Game {
         items.sort_by_key(|i| i.offset);
         let opens_at = self.rounds.last().map_or(now_ms(), |r| r.opens_at_ms);
         let mut tasks: JoinSet<Vec<(usize, EntryOutcome)>> = JoinSet::new();
-        let mut next = 0;
         let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
-        while next < items.len() {
+        // A player's next message goes out only once the call that took the previous one has
+        // returned (a phone waits for its request too), in a later millisecond: so the order of
+        // a player's messages is the order of their send intervals, whatever the latency.
+        let busy: std::sync::Arc<std::sync::Mutex<HashMap<String, Option<Millis>>>> =
+            std::sync::Arc::default();
+        let mut next = 0;
+        let mut waiting: Vec<usize> = Vec::new();
+        while next < items.len() || !waiting.is_empty() {
             let now = now_ms();
-            let due = opens_at + items[next].offset;
-            if round > 0 && due > now {
-                tokio::time::sleep(Duration::from_millis((due - now).min(50) as u64)).await;
-                continue;
+            while next < items.len() && (round == 0 || opens_at + items[next].offset <= now) {
+                waiting.push(next);
+                next += 1;
             }
             let mut groups: BTreeMap<(Q, i32), Vec<usize>> = BTreeMap::new();
-            while next < items.len() && (round == 0 || opens_at + items[next].offset <= now) {
-                groups
-                    .entry((items[next].queue, items[next].delay_secs))
-                    .or_default()
-                    .push(next);
-                next += 1;
+            {
+                let mut busy = busy.lock().unwrap_or_else(|e| e.into_inner());
+                waiting.retain(|&i| {
+                    let who = &items[i].who;
+                    let free = match busy.get(who) {
+                        None => true,
+                        Some(Some(done)) => now > *done,
+                        Some(None) => false,
+                    };
+                    if free {
+                        busy.insert(who.clone(), None);
+                        groups
+                            .entry((items[i].queue, items[i].delay_secs))
+                            .or_default()
+                            .push(i);
+                    }
+                    !free
+                });
             }
             for ((queue, _), indices) in groups {
                 let url = match queue {
@@ -357,19 +374,40 @@ impl Game {
                         .iter()
                         .map(|&i| (items[i].body.clone(), items[i].delay_secs))
                         .collect();
+                    let who: Vec<String> = chunk.iter().map(|&i| items[i].who.clone()).collect();
                     let chunk = chunk.to_vec();
                     let (sqs, url) = (self.sqs.clone(), url.clone());
                     let permit = limit.clone().acquire_owned().await.expect("open semaphore");
                     let progress = progress.cloned();
+                    let busy = busy.clone();
                     tasks.spawn(async move {
                         let (out, _) = send_batch_delayed(&sqs, &url, &entries, 4).await;
                         drop(permit);
+                        let done = out.iter().map(|o| o.after_ms).max().unwrap_or(0);
+                        let mut busy = busy.lock().unwrap_or_else(|e| e.into_inner());
+                        for w in who {
+                            busy.insert(w, Some(done.max(now_ms())));
+                        }
+                        drop(busy);
                         if let Some(p) = progress {
                             p.inc(out.len() as u64);
                         }
                         chunk.into_iter().zip(out).collect()
                     });
                 }
+            }
+            let until_next = items
+                .get(next)
+                .map_or(50, |i| (opens_at + i.offset - now_ms()).clamp(0, 50));
+            let pause = if waiting.is_empty() {
+                until_next
+            } else {
+                until_next.min(2)
+            };
+            if pause > 0 {
+                tokio::time::sleep(Duration::from_millis(pause as u64)).await;
+            } else {
+                tokio::task::yield_now().await;
             }
         }
         let mut accepted = 0;

@@ -662,10 +662,10 @@ fn render_disorder(s: &mut String, data: &Final<'_>) {
             .iter()
             .filter(|m| matches!(verdict(m), Some(Verdict::Scored { .. })))
             .count();
-        let ok = if before.iter().all(|m| matched(&m.who, data) == "✓") {
-            "✓"
-        } else {
+        let ok = if before.iter().any(|m| matched(&m.who, data) == "✗") {
             "✗"
+        } else {
+            "✓"
         };
         let _ = writeln!(
             s,
@@ -880,17 +880,23 @@ pub fn render_final(data: &Final<'_>) -> String {
     let _ = writeln!(
         s,
         "Checked after each of the {} rounds and at the end: {compared} names (the {} players and {}, who\n\
-         never registered) with GET /fetch/self (score, effective streak, active powerups) and the top 10\n\
-         with GET /fetch/lb, against the fold of what the players sent, in send order\n\
+         never registered{}) with GET /fetch/self (score, effective streak, active powerups) and the\n\
+         top 10 with GET /fetch/lb, against the fold of what the players sent, in send order\n\
          (buttonparty::fold::fold_history over their MessageIds and send times)",
         data.rounds.len(),
         data.names.len(),
-        data.stranger
+        data.stranger,
+        if data.ambiguous.is_empty() {
+            String::new()
+        } else {
+            format!(", less {}", data.ambiguous.len())
+        }
     );
     if !data.ambiguous.is_empty() {
         let _ = writeln!(
             s,
-            "  not checked: {} players, one of whose sends took longer than the margins allow (their send order is not known):",
+            "  not checked: {} player(s), one of whose sends took longer than the margins allow (where SQS\n  \
+             stamped it decides the outcome):",
             data.ambiguous.len()
         );
         for (n, why) in data.ambiguous.iter().take(5) {
