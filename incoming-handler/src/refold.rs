@@ -23,7 +23,7 @@ use crate::store::Retrier;
 pub const POLL: Duration = Duration::from_secs(1);
 
 /// How often players registered with unjudged events are looked for.
-pub const UNJUDGED_EVERY: Duration = Duration::from_secs(30);
+pub const UNJUDGED_EVERY: Duration = Duration::from_secs(300);
 
 /// How often expired events are removed.
 pub const EXPIRE_EVERY: Duration = Duration::from_secs(60);
