@@ -989,6 +989,14 @@ impl Game {
                 "the dead-letter queues hold {dlq} messages; {malformed} malformed ones were sent"
             ));
         }
+        if self.ambiguous.len() * 4 > self.names.len() {
+            problems.push(format!(
+                "{} of {} players could not be checked: sends were too slow to tell their order \
+                 or round (an overloaded machine?)",
+                self.ambiguous.len(),
+                self.names.len()
+            ));
+        }
         if self.failed_sends > 0 {
             problems.push(format!("{} messages could not be sent", self.failed_sends));
         }
