@@ -681,17 +681,17 @@ async fn fold_locked(
                     Millis::MIN
                 },
             );
-        let round_of_earliest: Option<Millis> =
-            sqlx::query_scalar("SELECT MAX(opens_at_ms) FROM rounds WHERE opens_at_ms <= ?")
-                .bind(earliest_event)
-                .fetch_one(&mut *conn)
-                .await?;
-        let from = anchor.min(round_of_earliest.unwrap_or(earliest_event));
+        // From the streak anchor or the round the earliest event belongs to (the latest that
+        // opened at or before it), whichever is earlier.
         let rows = sqlx::query(
             "SELECT opens_at_ms, closes_at_ms, window_ms FROM rounds \
-             WHERE opens_at_ms >= ? AND opens_at_ms <= ? ORDER BY opens_at_ms LOCK IN SHARE MODE",
+             WHERE opens_at_ms >= LEAST(?, COALESCE( \
+                 (SELECT MAX(r.opens_at_ms) FROM rounds r WHERE r.opens_at_ms <= ?), ?)) \
+             AND opens_at_ms <= ? ORDER BY opens_at_ms LOCK IN SHARE MODE",
         )
-        .bind(from)
+        .bind(anchor)
+        .bind(earliest_event)
+        .bind(earliest_event)
         .bind(latest)
         .fetch_all(&mut *conn)
         .await?;

@@ -280,10 +280,15 @@ impl Database {
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Duration::from_secs(300))
-            // Row locks only on rows that exist: no gap locks between concurrent writers.
+            // REPEATABLE READ, whatever the server's default: the incoming handler's fold relies
+            // on its gap and next-key locks. A locking read of a player with no row locks the
+            // gap, which holds off that name's registration until the batch that stored its
+            // pending events commits; a locked range of rounds holds off a round announced
+            // meanwhile until the batch that judged without it commits (and then marks its
+            // players for a re-fold). READ COMMITTED takes neither.
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                         .execute(conn)
                         .await?;
                     Ok(())
