@@ -1149,7 +1149,7 @@ mod tests {
             ),
             (
                 "unknown fields ignored".into(),
-                round(json!({"window_ms": 60000, "seq": "x"})),
+                round(json!({"fan_out_ms": 0, "seq": "x"})),
                 ok("r1", 1000, 61000),
             ),
             (
