@@ -83,8 +83,14 @@ impl Seed<'_> {
 
     /// A powerup grant of `kind` at `tier`, bought at `starts_at`.
     pub async fn powerup(&self, name: &str, kind: PowerupKind, tier: u8, starts_at: Millis) {
-        self.powerup_message(name, kind, tier, starts_at, &format!("msg-{kind}-{starts_at}"))
-            .await
+        self.powerup_message(
+            name,
+            kind,
+            tier,
+            starts_at,
+            &format!("msg-{kind}-{starts_at}"),
+        )
+        .await
     }
 
     /// [`Seed::powerup`] bought by the message `message_id`.
