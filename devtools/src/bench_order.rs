@@ -283,6 +283,18 @@ pub async fn out_of_order(
     .await
 }
 
+/// `n` add-user bodies of new players with tokens of their own (`label` keeps the handler's and
+/// the bare client's tokens apart: SNS returns the existing endpoint for a known token).
+fn registration_bodies(n: u64, label: &str) -> Vec<String> {
+    let run = now_ms();
+    (0..n)
+        .map(|i| {
+            serde_json::json!({"username": player_name(i), "token": format!("bench-{label}-token-{i}-{run}")})
+                .to_string()
+        })
+        .collect()
+}
+
 /// r. `n` registrations (new players, distinct tokens) through the handler, until every
 /// endpoint is subscribed; returns registrations per second.
 pub async fn registrations_through_handler(
@@ -294,12 +306,7 @@ pub async fn registrations_through_handler(
     n: u64,
     mode: ProgressMode,
 ) -> anyhow::Result<f64> {
-    let bodies: Vec<String> = (0..n)
-        .map(|i| {
-            serde_json::json!({"username": player_name(i), "token": format!("bench-handler-token-{i}-{}", now_ms())})
-                .to_string()
-        })
-        .collect();
+    let bodies = registration_bodies(n, "handler");
     enqueue(sqs, &queues.add_user, bodies, "r. enqueue", mode).await?;
     let run = run_handler(handler, env, n, "r. registrations", mode, || async {
         let done: i64 = sqlx::query_scalar(
@@ -333,12 +340,7 @@ pub async fn registrations_bare(
     concurrency: u32,
     mode: ProgressMode,
 ) -> anyhow::Result<f64> {
-    let bodies: Vec<String> = (0..n)
-        .map(|i| {
-            serde_json::json!({"username": player_name(i), "token": format!("bench-bare-token-{i}-{}", now_ms())})
-                .to_string()
-        })
-        .collect();
+    let bodies = registration_bodies(n, "bare");
     enqueue(sqs, url, bodies, "r. bare enqueue", mode).await?;
     let done = Arc::new(AtomicU64::new(0));
     let progress = Progress::new("r. bare client", n, mode);

@@ -468,49 +468,17 @@ async fn scatter(
     queue: &buttonparty::testing::TestQueue,
     rng: &mut SmallRng,
 ) -> Vec<(String, i64, String)> {
-    use aws_sdk_sqs::types::MessageSystemAttributeName as A;
     let mut out = Vec::new();
-    let mut receipts = Vec::new();
-    loop {
-        let msgs = s
-            .sqs
-            .receive_message()
-            .queue_url(&queue.url)
-            .max_number_of_messages(10)
-            .visibility_timeout(60)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(A::SentTimestamp)
-            .send()
-            .await
-            .unwrap()
-            .messages
-            .unwrap_or_default();
-        if msgs.is_empty() {
-            break;
-        }
-        for m in msgs {
-            let sent = m
-                .attributes()
-                .and_then(|a| a.get(&A::SentTimestamp))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_default();
-            receipts.push(m.receipt_handle().unwrap().to_owned());
-            out.push((
-                m.message_id.unwrap_or_default(),
-                sent,
-                m.body.unwrap_or_default(),
-            ));
-        }
-    }
-    for r in receipts {
+    for (id, sent, body, receipt) in s.receive_all(queue, 60).await {
         s.sqs
             .change_message_visibility()
             .queue_url(&queue.url)
-            .receipt_handle(r)
+            .receipt_handle(receipt)
             .visibility_timeout(rng.random_range(0..=4))
             .send()
             .await
             .unwrap();
+        out.push((id, sent, body));
     }
     out
 }

@@ -303,13 +303,24 @@ pub fn fold(
 /// and inside the close no extender is needed), except when a round opening inside that close is
 /// announced late — rounds overlap only when opened by hand with `open-round` inside another's
 /// window.
-pub fn droppable(judged: &Judged, rounds: &Rounds) -> bool {
-    matches!(
-        judged.verdict,
-        Verdict::PressRejected(RejectReason::AlreadyScored)
-    ) && rounds
-        .round_at(judged.event.id.sent_at)
-        .is_some_and(|round| judged.event.id.sent_at <= round.closes_at)
+pub fn droppable(id: &EventId, verdict: &Verdict, rounds: &Rounds) -> bool {
+    matches!(verdict, Verdict::PressRejected(RejectReason::AlreadyScored))
+        && rounds
+            .round_at(id.sent_at)
+            .is_some_and(|round| id.sent_at <= round.closes_at)
+}
+
+/// The rounds among `messages`.
+pub fn rounds_in(messages: &[Message]) -> Rounds {
+    Rounds::new(
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Round(r) => Some(*r),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// What the store knows of a registered player (the handler's `users` row).
@@ -482,7 +493,7 @@ pub fn run(
         ..Outcome::default()
     };
     for (j, (_, was)) in judged.into_iter().zip(all) {
-        let drop = droppable(&j, rounds);
+        let drop = droppable(&j.event.id, &j.verdict, rounds);
         match was {
             None if drop => out.dropped.push(j.event.id.clone()),
             None => out.new.push(j),
@@ -529,6 +540,17 @@ pub struct PlayerOutcome {
     pub grants: Vec<Grant>,
     /// Every distinct event and its verdict, in send order.
     pub verdicts: BTreeMap<EventId, Verdict>,
+}
+
+impl PlayerOutcome {
+    /// The verdicts a store keeps: all but the [`droppable`] ones.
+    pub fn kept(&self, rounds: &Rounds) -> BTreeMap<EventId, Verdict> {
+        self.verdicts
+            .iter()
+            .filter(|(id, v)| !droppable(id, v, rounds))
+            .map(|(id, v)| (id.clone(), *v))
+            .collect()
+    }
 }
 
 /// The reference: folds a whole history (any order, duplicates allowed) in send order, from

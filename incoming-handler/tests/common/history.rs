@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use buttonparty::fold::{self, Action, Event, EventId, Message, PlayerOutcome, Verdict};
-use buttonparty::rules::{Powerup, PowerupKind, Round, Rounds, Tier};
+use buttonparty::rules::{Powerup, PowerupKind, Round, Tier};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sqlx::{MySqlPool, Row};
@@ -241,15 +241,7 @@ type StoredVerdict = (Option<String>, Option<u32>, Option<i64>);
 /// that never registered have no row and only pending events. Returns the differences.
 pub async fn differences(pool: &MySqlPool, history: &[Message]) -> Vec<String> {
     let reference: BTreeMap<String, PlayerOutcome> = fold::fold_history(history);
-    let rounds = Rounds::new(
-        history
-            .iter()
-            .filter_map(|m| match m {
-                Message::Round(r) => Some(*r),
-                _ => None,
-            })
-            .collect(),
-    );
+    let rounds = fold::rounds_in(history);
     let mut diffs = Vec::new();
     for (name, want) in &reference {
         let row = sqlx::query(
@@ -303,21 +295,10 @@ pub async fn differences(pool: &MySqlPool, history: &[Message]) -> Vec<String> {
                 if let Some(r) = row.get::<Option<i64>, _>(3) {
                     diffs.push(format!("{name}: still marked for a re-fold from {r}"));
                 }
-                let kept: BTreeMap<(i64, String), &Verdict> = want
-                    .verdicts
-                    .iter()
-                    .filter(|(id, v)| {
-                        let j = fold::Judged {
-                            event: Event {
-                                id: (*id).clone(),
-                                action: Action::Press,
-                            },
-                            verdict: **v,
-                            after: fold::State::default(),
-                        };
-                        !fold::droppable(&j, &rounds)
-                    })
-                    .map(|(id, v)| ((id.sent_at, id.message_id.clone()), v))
+                let kept: BTreeMap<(i64, String), Verdict> = want
+                    .kept(&rounds)
+                    .into_iter()
+                    .map(|(id, v)| ((id.sent_at, id.message_id), v))
                     .collect();
                 let stored: BTreeMap<(i64, String), StoredVerdict> =
                     events.into_iter().map(|(t, m, v)| ((t, m), v)).collect();

@@ -280,6 +280,21 @@ impl Stack {
     /// consumer that crashed after receiving them would. Returns (message id, SentTimestamp,
     /// body) of each.
     pub async fn hold(&self, queue: &TestQueue, secs: i32) -> Vec<(String, i64, String)> {
+        self.receive_all(queue, secs)
+            .await
+            .into_iter()
+            .map(|(id, sent, body, _)| (id, sent, body))
+            .collect()
+    }
+
+    /// Receives every message visible in `queue`, leaving each invisible for `secs`: (message
+    /// id, SentTimestamp, body, receipt handle).
+    pub async fn receive_all(
+        &self,
+        queue: &TestQueue,
+        secs: i32,
+    ) -> Vec<(String, i64, String, String)> {
+        use aws_sdk_sqs::types::MessageSystemAttributeName as A;
         let mut out = Vec::new();
         loop {
             let msgs = self
@@ -289,9 +304,7 @@ impl Stack {
                 .max_number_of_messages(10)
                 .visibility_timeout(secs)
                 .wait_time_seconds(1)
-                .message_system_attribute_names(
-                    aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp,
-                )
+                .message_system_attribute_names(A::SentTimestamp)
                 .send()
                 .await
                 .unwrap()
@@ -303,15 +316,14 @@ impl Stack {
             for m in msgs {
                 let sent = m
                     .attributes()
-                    .and_then(|a| {
-                        a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp)
-                    })
+                    .and_then(|a| a.get(&A::SentTimestamp))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or_default();
                 out.push((
                     m.message_id.unwrap_or_default(),
                     sent,
                     m.body.unwrap_or_default(),
+                    m.receipt_handle.unwrap_or_default(),
                 ));
             }
         }

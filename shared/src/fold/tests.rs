@@ -77,15 +77,7 @@ fn deliver(messages: &[Message]) -> Ledger {
 
 fn assert_matches_reference(ledger: &Ledger, history: &[Message]) {
     let reference = fold_history(history);
-    let rounds = Rounds::new(
-        history
-            .iter()
-            .filter_map(|m| match m {
-                Message::Round(r) => Some(*r),
-                _ => None,
-            })
-            .collect(),
-    );
+    let rounds = rounds_in(history);
     assert!(ledger.settled(), "players left marked for a re-fold");
     for (name, want) in &reference {
         match ledger.outcome(name) {
@@ -104,22 +96,7 @@ fn assert_matches_reference(ledger: &Ledger, history: &[Message]) {
                 assert!(want.registered, "{name}");
                 assert_eq!(got.state, want.state, "{name}: state");
                 assert_eq!(got.grants, want.grants, "{name}: grants");
-                let kept: BTreeMap<EventId, Verdict> = want
-                    .verdicts
-                    .iter()
-                    .filter(|(id, v)| {
-                        let j = Judged {
-                            event: Event {
-                                id: (*id).clone(),
-                                action: Action::Press,
-                            },
-                            verdict: **v,
-                            after: State::default(),
-                        };
-                        !droppable(&j, &rounds)
-                    })
-                    .map(|(id, v)| (id.clone(), *v))
-                    .collect();
+                let kept = want.kept(&rounds);
                 assert_eq!(got.verdicts, kept, "{name}: verdicts");
             }
         }
