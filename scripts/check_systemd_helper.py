@@ -24,6 +24,12 @@ Run with a Python that has boto3 (the LocalStack venv, ~/.cache/buttonparty/loca
                                  log's first line says which) with CERT/KEY and pipes the bytes
                                  to UPSTREAM (host:port); logs each connection to LOG
   free-port                      prints a TCP port of 127.0.0.1 that is free now
+  init-file TEMPLATE RESOURCE PATH
+                                 prints the content of PATH in RESOURCE's cfn-init metadata
+                                 (AWS::CloudFormation::Init, config "host") of the CloudFormation
+                                 TEMPLATE, so the instances' files can be tried here
+  emf-file FILE                  checks that every line of FILE is a whole EMF JSON document;
+                                 prints the number of lines
 
 AWS settings come from the environment (AWS_ENDPOINT_URL, AWS_REGION, credentials).
 """
@@ -288,8 +294,38 @@ def cmd_free_port():
         print(s.getsockname()[1])
 
 
+def cmd_init_file(template, resource, path):
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # CloudFormation's short-form tags (!Ref, !Sub, ...): their values are not needed here.
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    with open(template, encoding="utf-8") as f:
+        doc = yaml.load(f, Loader=Loader)
+    content = doc["Resources"][resource]["Metadata"]["AWS::CloudFormation::Init"]["host"]["files"][path]["content"]
+    if not isinstance(content, str):
+        raise SystemExit("%s is not a plain text file in %s" % (path, resource))
+    sys.stdout.write(content)
+
+
+def cmd_emf_file(path):
+    n = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            doc = json.loads(line)
+            if "CloudWatchMetrics" not in doc.get("_aws", {}):
+                raise SystemExit("line %d is not an EMF document: %s" % (n + 1, line[:200]))
+            n += 1
+    print(n)
+    return 0 if n else 1
+
+
 def main(argv):
     commands = {
+        "init-file": cmd_init_file,
+        "emf-file": cmd_emf_file,
         "free-port": cmd_free_port,
         "send": cmd_send,
         "bodies": cmd_bodies,
