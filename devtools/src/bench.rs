@@ -354,6 +354,7 @@ async fn disorder(
             &queues,
             &db,
             args.n,
+            f.c.per_sec,
             mode,
         )
         .await?,

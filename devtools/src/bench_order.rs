@@ -216,9 +216,12 @@ pub async fn restart_with_backlog(
 }
 
 /// c3. `n` presses (every player twice, one press in each of two rounds), 10 % of them out of
-/// order: the second round's timestamp message is held back 3 s (a crashed consumer) while its
-/// presses arrive, and 10 % of the first round's presses are redelivered only 6 s after the
-/// handler starts, behind their players' second press.
+/// order: the second round's timestamp message is held back (a crashed consumer) until about
+/// a tenth of that round's presses were judged without it, and 5 % of the presses — the queue's
+/// oldest, the first round's — are redelivered only after every other press was applied, each
+/// behind its player's second press. The hold times come from `rate`, the handler's in-order
+/// presses per second (c).
+#[allow(clippy::too_many_arguments)]
 pub async fn out_of_order(
     sqs: &aws_sdk_sqs::Client,
     handler: &Path,
@@ -226,6 +229,7 @@ pub async fn out_of_order(
     queues: &HandlerQueues,
     db: &BenchDb,
     n: u64,
+    rate: f64,
     mode: ProgressMode,
 ) -> anyhow::Result<DisorderRun> {
     let players = n / 2;
@@ -266,15 +270,20 @@ pub async fn out_of_order(
         mode,
     )
     .await?;
-    // Out of order: the round message, and 10 % of the presses (the queue's oldest: mostly the
-    // first round's) redelivered after the rest.
-    let held_round = hold(sqs, &queues.timestamp, 3, 1).await?;
+    // Out of order: the round message until ~10 % of its presses were judged without it, and
+    // 5 % of the presses (the queue's oldest: the first round's) redelivered after the rest.
+    let rate = rate.max(100.0);
+    let round_secs = ((n as f64 * 0.55) / rate).ceil() as i32;
+    let late = n / 20;
+    let late_secs = (n as f64 / rate * 1.3).ceil() as i32 + 3;
+    let held = hold(sqs, &queues.press, late_secs, late).await?;
+    let held_round = hold(sqs, &queues.timestamp, round_secs, 1).await?;
     if held_round != 1 {
         bail!("c3: could not hold the second round's message");
     }
-    let late = n / 10;
-    let held = hold(sqs, &queues.press, 6, late).await?;
-    eprintln!("bench: c3: the second round's message held 3 s, {held} presses held 6 s");
+    eprintln!(
+        "bench: c3: the second round's message held {round_secs} s, {held} presses held {late_secs} s"
+    );
     run_handler(handler, env, n, "c3. out of order", mode, || async {
         let (finished, _) = settled(sqs, db, &queues.press, n as i64).await?;
         let d = crate::queues::depth(sqs, &queues.press).await?;

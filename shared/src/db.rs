@@ -212,14 +212,33 @@ fn connect_options(
                 var: "BUTTONPARTY_DB_HOST",
                 flag: "db-host (the secret has no host)",
             })?;
-    Ok(MySqlConnectOptions::new()
+    let opts = MySqlConnectOptions::new()
         .host(&host)
         .port(creds.port.unwrap_or(settings.port))
         .username(&creds.username)
         .password(creds.password.expose_secret())
         .database(creds.dbname.as_deref().unwrap_or(&settings.name))
         .ssl_mode(ssl_mode(&settings.ssl_mode)?)
-        .charset("utf8mb4"))
+        .charset("utf8mb4");
+    Ok(with_ssl_ca(opts, settings)?)
+}
+
+/// `opts` with the CA bundle of `BUTTONPARTY_DB_SSL_CA`, when set; the file must be readable.
+fn with_ssl_ca(
+    opts: MySqlConnectOptions,
+    settings: &DatabaseSettings,
+) -> Result<MySqlConnectOptions, ConfigError> {
+    let Some(ca) = &settings.ssl_ca else {
+        return Ok(opts);
+    };
+    std::fs::metadata(ca)
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .ok_or_else(|| ConfigError::Invalid {
+            var: "BUTTONPARTY_DB_SSL_CA",
+            reason: format!("{} is not a readable file", ca.display()),
+        })?;
+    Ok(opts.ssl_ca(ca))
 }
 
 fn ssl_mode(s: &str) -> Result<MySqlSslMode, ConfigError> {
@@ -320,7 +339,7 @@ impl Database {
                         reason: "not a valid mysql:// URL".into(),
                     }
                 })?;
-                Ok(opts.charset("utf8mb4"))
+                Ok(with_ssl_ca(opts.charset("utf8mb4"), settings)?)
             }
             DatabaseSource::Secret { secret_id } => {
                 let client = secrets.expect("a secrets client exists for a secret source");
@@ -388,6 +407,30 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ca_bundle_must_be_a_readable_file() {
+        let dir = std::env::temp_dir();
+        let ca = dir.join(format!("bp-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let mut settings = DatabaseSettings::from_url("mysql://u@h/x");
+        let opts = MySqlConnectOptions::new();
+        assert!(
+            with_ssl_ca(opts.clone(), &settings).is_ok(),
+            "unset: nothing to check"
+        );
+        settings.ssl_ca = Some(ca.clone());
+        assert!(with_ssl_ca(opts.clone(), &settings).is_ok());
+        settings.ssl_ca = Some(dir.join("no-such-bundle.pem"));
+        let e = with_ssl_ca(opts.clone(), &settings).unwrap_err();
+        assert!(e.to_string().contains("BUTTONPARTY_DB_SSL_CA"), "{e}");
+        settings.ssl_ca = Some(dir);
+        assert!(
+            with_ssl_ca(opts, &settings).is_err(),
+            "a directory is no bundle"
+        );
+        let _ = std::fs::remove_file(ca);
+    }
 
     #[test]
     fn rds_secret_shape_parses() {

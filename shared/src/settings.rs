@@ -168,6 +168,14 @@ pub struct DatabaseSettings {
         default_value = "preferred"
     )]
     pub ssl_mode: String,
+    /// PEM file of the certificate authorities that sign the database server's certificate (the
+    /// RDS CA bundle on Aurora), for `verify-ca` and `verify-identity`.
+    #[arg(
+        long = "db-ssl-ca",
+        env = "BUTTONPARTY_DB_SSL_CA",
+        value_name = "BUTTONPARTY_DB_SSL_CA"
+    )]
+    pub ssl_ca: Option<std::path::PathBuf>,
     /// Largest number of pooled database connections.
     #[arg(long = "db-max-connections", env = "BUTTONPARTY_DB_MAX_CONNECTIONS", value_name = "BUTTONPARTY_DB_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_connections: u32,
@@ -182,6 +190,7 @@ impl fmt::Debug for DatabaseSettings {
             .field("name", &self.name)
             .field("url", &self.url.as_ref().map(|_| "[redacted]"))
             .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_ca", &self.ssl_ca)
             .field("max_connections", &self.max_connections)
             .finish()
     }
@@ -231,6 +240,7 @@ impl DatabaseSettings {
             name: "buttonparty".into(),
             url: Some(SecretString::from(url.to_owned())),
             ssl_mode: "preferred".into(),
+            ssl_ca: None,
             max_connections: 8,
         }
     }

@@ -35,6 +35,12 @@ impl TestDb {
     /// Creates `bp_test_<pid>_<n>_<random>` on the server of `BUTTONPARTY_TEST_DATABASE_URL` and
     /// migrates it.
     pub async fn new() -> Self {
+        Self::migrated_to(None).await
+    }
+
+    /// [`TestDb::new`], with the migrations up to `version` only (`None`: all of them), to test
+    /// an upgrade.
+    pub async fn migrated_to(version: Option<i64>) -> Self {
         let admin_url = env("BUTTONPARTY_TEST_DATABASE_URL");
         let admin_url = admin_url.trim_end_matches('/').to_owned();
         let name = format!(
@@ -54,10 +60,11 @@ impl TestDb {
         let pool = MySqlPool::connect(&url)
             .await
             .expect("connect to test database");
-        crate::db::MIGRATOR
-            .run(&pool)
-            .await
-            .expect("migrate test database");
+        match version {
+            None => crate::db::MIGRATOR.run(&pool).await,
+            Some(v) => crate::db::MIGRATOR.run_to(v, &pool).await,
+        }
+        .expect("migrate test database");
         Self {
             name,
             url,
