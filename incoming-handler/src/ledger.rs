@@ -91,6 +91,8 @@ pub struct Applied {
 struct Loaded {
     profile: Profile,
     changed: bool,
+    /// The registration moved earlier (written by its own statement: rare).
+    registration_moved: bool,
 }
 
 fn state_of(row: &MySqlRow, score: usize) -> Result<State, sqlx::Error> {
@@ -155,6 +157,7 @@ async fn lock_players(
                 Loaded {
                     profile,
                     changed: false,
+                    registration_moved: false,
                 },
             );
         }
@@ -213,6 +216,7 @@ pub async fn refold_marked(
             Loaded {
                 profile,
                 changed: false,
+                registration_moved: false,
             },
         );
     }
@@ -499,6 +503,7 @@ async fn fold_locked(
             Some(l) => {
                 if l.profile.register(id) {
                     l.changed = true;
+                    l.registration_moved = true;
                 }
             }
             None => {
@@ -508,6 +513,7 @@ async fn fold_locked(
                     Loaded {
                         profile: Profile::new(id.clone()),
                         changed: true,
+                        registration_moved: false,
                     },
                 );
             }
@@ -932,7 +938,7 @@ async fn fold_locked(
         // Every row exists and is locked: this upsert is a multi-row UPDATE.
         let mut q = QueryBuilder::<MySql>::new(
             "INSERT INTO users (username, score, streak, last_scored_opens_at_ms, created_at_ms, \
-             registered_at_ms, registered_msg_id, folded_to_ms, folded_to_msg, refold_from_ms) ",
+             folded_to_ms, folded_to_msg, refold_from_ms) ",
         );
         q.push_values(chunk, |mut b, (name, p)| {
             b.push_bind(name.as_bytes())
@@ -940,8 +946,6 @@ async fn fold_locked(
                 .push_bind(p.state.streak)
                 .push_bind(p.state.last_scored)
                 .push_bind(now_ms)
-                .push_bind(p.registered.sent_at)
-                .push_bind(p.registered.message_id.as_bytes())
                 .push_bind(p.folded_to.as_ref().map(|f| f.sent_at))
                 .push_bind(p.folded_to.as_ref().map(|f| f.message_id.as_bytes()))
                 .push_bind(p.refold_from);
@@ -949,11 +953,21 @@ async fn fold_locked(
         q.push(
             " ON DUPLICATE KEY UPDATE score = VALUES(score), streak = VALUES(streak), \
              last_scored_opens_at_ms = VALUES(last_scored_opens_at_ms), \
-             registered_at_ms = VALUES(registered_at_ms), \
-             registered_msg_id = VALUES(registered_msg_id), folded_to_ms = VALUES(folded_to_ms), \
-             folded_to_msg = VALUES(folded_to_msg), refold_from_ms = VALUES(refold_from_ms)",
+             folded_to_ms = VALUES(folded_to_ms), folded_to_msg = VALUES(folded_to_msg), \
+             refold_from_ms = VALUES(refold_from_ms)",
         );
         q.build().execute(&mut *conn).await?;
+    }
+    // A registration sent earlier than the known one (rare): its own statement.
+    for (name, l) in players.iter().filter(|(_, l)| l.registration_moved) {
+        sqlx::query(
+            "UPDATE users SET registered_at_ms = ?, registered_msg_id = ? WHERE username = ?",
+        )
+        .bind(l.profile.registered.sent_at)
+        .bind(l.profile.registered.message_id.as_bytes())
+        .bind(name.as_bytes())
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(applied)
 }
@@ -966,6 +980,34 @@ type VerdictColumns<'a> = (
     Option<i64>,
     Option<Millis>,
 );
+
+/// A verdict's columns (`None`: pending).
+fn verdict_columns(verdict: Option<&Verdict>) -> VerdictColumns<'static> {
+    match verdict {
+        None => (None, None, None, None, None),
+        Some(
+            v @ Verdict::Scored {
+                round,
+                streak,
+                points,
+            },
+        ) => (
+            Some(v.as_str()),
+            Some(round.opens_at),
+            Some(*streak),
+            Some(*points),
+            None,
+        ),
+        Some(v @ Verdict::Bought { grant, price }) => (
+            Some(v.as_str()),
+            None,
+            None,
+            Some(*price),
+            Some(grant.expires_at),
+        ),
+        Some(v) => (Some(v.as_str()), None, None, None, None),
+    }
+}
 
 /// Inserts pending events and upserts judged ones (new or re-judged), a few hundred per
 /// statement.
@@ -998,61 +1040,26 @@ async fn write_events<'a>(
             received_at,
         }))
         .collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    let (presses, purchases): (Vec<Row<'a>>, Vec<Row<'a>>) = rows
+        .into_iter()
+        .partition(|r| matches!(r.event.action, Action::Press));
+    // Presses: the columns a press has (the others keep their defaults).
+    for chunk in presses.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<MySql>::new(
-            "INSERT INTO player_events (username, sent_at_ms, message_id, kind, powerup_kind, tier, \
-             request_key, outcome, round_opens_at_ms, streak, points, expires_at_ms, score_after, \
-             streak_after, last_scored_after, received_at_ms) ",
+            "INSERT INTO player_events (username, sent_at_ms, message_id, kind, outcome, \
+             round_opens_at_ms, streak, points, score_after, streak_after, last_scored_after, \
+             received_at_ms) ",
         );
         q.push_values(chunk, |mut b, r| {
-            let (kind, pk, tier, key) = match &r.event.action {
-                Action::Press => ("PRESS", None, None, None),
-                Action::Purchase {
-                    powerup,
-                    request_key,
-                } => (
-                    "PURCHASE",
-                    Some(powerup.kind.as_str()),
-                    Some(powerup.tier.get()),
-                    Some(request_key.as_slice()),
-                ),
-            };
-            let (outcome, round, streak, points, expires): VerdictColumns<'_> = match r.verdict {
-                None => (None, None, None, None, None),
-                Some(
-                    v @ Verdict::Scored {
-                        round,
-                        streak,
-                        points,
-                    },
-                ) => (
-                    Some(v.as_str()),
-                    Some(round.opens_at),
-                    Some(*streak),
-                    Some(*points),
-                    None,
-                ),
-                Some(v @ Verdict::Bought { grant, price }) => (
-                    Some(v.as_str()),
-                    None,
-                    None,
-                    Some(*price),
-                    Some(grant.expires_at),
-                ),
-                Some(v) => (Some(v.as_str()), None, None, None, None),
-            };
+            let (outcome, round, streak, points, _) = verdict_columns(r.verdict);
             b.push_bind(r.name.as_bytes())
                 .push_bind(r.event.id.sent_at)
                 .push_bind(r.event.id.message_id.as_bytes())
-                .push_bind(kind)
-                .push_bind(pk)
-                .push_bind(tier)
-                .push_bind(key)
+                .push("'PRESS'")
                 .push_bind(outcome)
                 .push_bind(round)
                 .push_bind(streak)
                 .push_bind(points)
-                .push_bind(expires)
                 .push_bind(r.after.score)
                 .push_bind(r.after.streak)
                 .push_bind(r.after.last_scored)
@@ -1063,9 +1070,45 @@ async fn write_events<'a>(
         q.push(
             " ON DUPLICATE KEY UPDATE outcome = VALUES(outcome), \
              round_opens_at_ms = VALUES(round_opens_at_ms), streak = VALUES(streak), \
-             points = VALUES(points), expires_at_ms = VALUES(expires_at_ms), \
-             score_after = VALUES(score_after), streak_after = VALUES(streak_after), \
-             last_scored_after = VALUES(last_scored_after)",
+             points = VALUES(points), score_after = VALUES(score_after), \
+             streak_after = VALUES(streak_after), last_scored_after = VALUES(last_scored_after)",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    for chunk in purchases.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO player_events (username, sent_at_ms, message_id, kind, powerup_kind, tier, \
+             request_key, outcome, points, expires_at_ms, score_after, streak_after, \
+             last_scored_after, received_at_ms) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            let Action::Purchase {
+                powerup,
+                request_key,
+            } = &r.event.action
+            else {
+                unreachable!("partitioned above");
+            };
+            let (outcome, _, _, points, expires) = verdict_columns(r.verdict);
+            b.push_bind(r.name.as_bytes())
+                .push_bind(r.event.id.sent_at)
+                .push_bind(r.event.id.message_id.as_bytes())
+                .push("'PURCHASE'")
+                .push_bind(powerup.kind.as_str())
+                .push_bind(powerup.tier.get())
+                .push_bind(request_key.as_slice())
+                .push_bind(outcome)
+                .push_bind(points)
+                .push_bind(expires)
+                .push_bind(r.after.score)
+                .push_bind(r.after.streak)
+                .push_bind(r.after.last_scored)
+                .push_bind(r.received_at);
+        });
+        q.push(
+            " ON DUPLICATE KEY UPDATE outcome = VALUES(outcome), points = VALUES(points), \
+             expires_at_ms = VALUES(expires_at_ms), score_after = VALUES(score_after), \
+             streak_after = VALUES(streak_after), last_scored_after = VALUES(last_scored_after)",
         );
         q.build().execute(&mut *conn).await?;
     }
