@@ -6,7 +6,7 @@ use buttonparty::settings::parse_or_exit;
 use incoming_handler::config::{Cli, Command};
 use incoming_handler::{Clients, migrate, run};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = parse_or_exit();
     if let Err(e) = buttonparty::telemetry::init(&cli.log, "incoming-handler") {
