@@ -3,8 +3,8 @@
 //! - c2. restart with a backlog: the handler starts while 10,000 presses (5,000 players, each
 //!   twice) wait behind their round's timestamp message, as after a restart or deploy mid-round;
 //! - c3. the burst with 10 % of its presses out of order: two rounds, the second round's
-//!   timestamp message held back (a crashed consumer) while its presses arrive, and 10 % of the
-//!   first round's presses redelivered only after their players' second press was applied;
+//!   timestamp message delivered after 5 % of its presses, and 5 % of the first round's presses
+//!   delivered only after their players' second press was applied;
 //! - r. a burst of registrations through the handler, against a bare client making the same
 //!   SQS and SNS calls at the same concurrency.
 //!
@@ -79,30 +79,6 @@ async fn enqueue(
         bail!("{label}: {} messages could not be enqueued", stats.failed);
     }
     Ok(())
-}
-
-/// Receives up to `limit` visible messages of `url` and leaves them invisible for `secs`, as a
-/// consumer that crashed after receiving them would. Returns how many were held.
-async fn hold(sqs: &aws_sdk_sqs::Client, url: &str, secs: i32, limit: u64) -> anyhow::Result<u64> {
-    let mut held = 0;
-    let mut empty = 0;
-    while held < limit && empty < 3 {
-        let want = (limit - held).min(10) as i32;
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(want)
-            .visibility_timeout(secs)
-            .wait_time_seconds(1)
-            .send()
-            .await?;
-        let got = out.messages.unwrap_or_default().len() as u64;
-        if got == 0 {
-            empty += 1;
-        }
-        held += got;
-    }
-    Ok(held)
 }
 
 /// Starts the handler and waits until `done` says the work is finished; returns the run.
@@ -215,12 +191,43 @@ pub async fn restart_with_backlog(
     .await
 }
 
-/// c3. `n` presses (every player twice, one press in each of two rounds), 10 % of them out of
-/// order: the second round's timestamp message is held back (a crashed consumer) until about
-/// a tenth of that round's presses were judged without it, and 5 % of the presses — the queue's
-/// oldest, the first round's — are redelivered only after every other press was applied, each
-/// behind its player's second press. The hold times come from `rate`, the handler's in-order
-/// presses per second (c).
+/// Sends `bodies` so that they become visible at `visible_at` (epoch ms): each batch with the
+/// `DelaySeconds` left until then, so their `SentTimestamp` is the send and their delivery late.
+async fn enqueue_visible_at(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    bodies: Vec<String>,
+    visible_at: i64,
+) -> anyhow::Result<()> {
+    let chunks: Vec<Vec<String>> = bodies.chunks(10).map(<[String]>::to_vec).collect();
+    let results: Vec<u64> = futures::stream::iter(chunks)
+        .map(|chunk| async move {
+            let delay = ((visible_at - now_ms()).max(0) as f64 / 1000.0).ceil() as i32;
+            let entries: Vec<(String, i32)> =
+                chunk.into_iter().map(|b| (b, delay.min(900))).collect();
+            let (outcomes, _) = crate::send::send_batch_delayed(sqs, url, &entries, 4).await;
+            outcomes.iter().filter(|o| !o.ok).count() as u64
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let failed: u64 = results.iter().sum();
+    if failed > 0 {
+        bail!("c3: {failed} messages could not be enqueued");
+    }
+    Ok(())
+}
+
+/// c3. `n` presses (every player twice, one press in each of two rounds), 10 % of them
+/// delivered out of order, at moments set with `DelaySeconds` from the handler's start (its
+/// in-order rate `rate`, from c, sets them):
+/// - 5 % of the players press in the second round before its timestamp message arrives (the
+///   message is delivered only once the handler has had time to take every press visible at
+///   its start): their presses are judged without their round, and judged again when it comes;
+/// - 5 % of the first round's presses are delivered only after every other press was applied,
+///   each behind its player's second-round press.
+///
+/// The other presses of the second round become visible a second after its message.
 #[allow(clippy::too_many_arguments)]
 pub async fn out_of_order(
     sqs: &aws_sdk_sqs::Client,
@@ -233,15 +240,37 @@ pub async fn out_of_order(
     mode: ProgressMode,
 ) -> anyhow::Result<DisorderRun> {
     let players = n / 2;
+    let part = n / 20;
     insert_players(&db.pool, players, |_| (0, 0, None), |_| {}).await?;
+    let rate = rate.max(100.0);
+    // The handler starts once everything is enqueued (about `n` messages at ~1,500/s).
+    let start = now_ms() + (n as f64 / 1_500.0 * 1_000.0) as i64 + 3_000;
+    let round_at = start + ((players as f64 / rate) * 1_000.0) as i64;
+    let end = start + ((n as f64 / rate) * 1_300.0) as i64 + 3_000;
     let r1 = now_ms() - 1_000;
-    let bodies: Vec<String> = (0..players).map(|i| press_body(&player_name(i))).collect();
+    let press = |i: u64| press_body(&player_name(i));
+    // First round: players `part..2·part` are delivered last; the others at once.
     enqueue(
         sqs,
         &queues.press,
-        bodies,
-        "c3. first round's presses",
+        (2 * part..players).map(press).collect(),
+        "c3. first round",
         mode,
+    )
+    .await?;
+    enqueue(
+        sqs,
+        &queues.press,
+        (0..part).map(press).collect(),
+        "c3. first round",
+        mode,
+    )
+    .await?;
+    enqueue_visible_at(
+        sqs,
+        &queues.press,
+        (part..2 * part).map(press).collect(),
+        end,
     )
     .await?;
     // The first round closes here; the second opens 1 ms later.
@@ -249,45 +278,45 @@ pub async fn out_of_order(
     insert_round(&db.pool, &format!("{r1}-first"), r1, boundary).await?;
     tokio::time::sleep(Duration::from_millis(60)).await;
     let r2 = boundary + 1;
-    let round2 = format!(
-        r#"{{"round_id":"{r2}-second","opens_at_ms":{r2},"closes_at_ms":{},"window_ms":600000}}"#,
-        r2 + 600_000
-    );
+    // Second round: players `0..part` press before its message arrives.
     enqueue(
         sqs,
-        &queues.timestamp,
-        vec![round2],
+        &queues.press,
+        (0..part).map(press).collect(),
         "c3. second round",
         mode,
     )
     .await?;
-    let bodies: Vec<String> = (0..players).map(|i| press_body(&player_name(i))).collect();
-    enqueue(
+    let round2 = format!(
+        r#"{{"round_id":"{r2}-second","opens_at_ms":{r2},"closes_at_ms":{},"window_ms":600000}}"#,
+        r2 + 600_000
+    );
+    enqueue_visible_at(sqs, &queues.timestamp, vec![round2], round_at).await?;
+    enqueue_visible_at(
         sqs,
         &queues.press,
-        bodies,
-        "c3. second round's presses",
-        mode,
+        (part..players).map(press).collect(),
+        round_at + 1_000,
     )
     .await?;
-    // Out of order: the round message until ~10 % of its presses were judged without it, and
-    // 5 % of the presses (the queue's oldest: the first round's) redelivered after the rest.
-    let rate = rate.max(100.0);
-    let round_secs = ((n as f64 * 0.55) / rate).ceil() as i32;
-    let late = n / 20;
-    let late_secs = (n as f64 / rate * 1.3).ceil() as i32 + 3;
-    let held = hold(sqs, &queues.press, late_secs, late).await?;
-    let held_round = hold(sqs, &queues.timestamp, round_secs, 1).await?;
-    if held_round != 1 {
-        bail!("c3: could not hold the second round's message");
+    let wait = start - now_ms();
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
     }
     eprintln!(
-        "bench: c3: the second round's message held {round_secs} s, {held} presses held {late_secs} s"
+        "bench: c3: {part} second-round presses before their round (its message {:.1} s after the start), {part} first-round presses {:.1} s after the start{}",
+        (round_at - start) as f64 / 1000.0,
+        (end - start) as f64 / 1000.0,
+        if wait < 0 {
+            format!(" (enqueueing ran {} ms late)", -wait)
+        } else {
+            String::new()
+        }
     );
     run_handler(handler, env, n, "c3. out of order", mode, || async {
         let (finished, _) = settled(sqs, db, &queues.press, n as i64).await?;
         let d = crate::queues::depth(sqs, &queues.press).await?;
-        Ok((finished, n.saturating_sub(d.visible + d.in_flight)))
+        Ok((finished, n.saturating_sub(d.total())))
     })
     .await
 }

@@ -394,7 +394,7 @@ impl Figures {
                 &self.c_restart,
             ),
             (
-                "c3. the burst, 10 % out of order (late round message, redeliveries)",
+                "c3. the burst, 10 % out of order (a late round message, late first-round presses)",
                 &self.c_disorder,
             ),
         ] {
