@@ -227,7 +227,7 @@ async fn enqueue_visible_at(
 /// - 5 % of the first round's presses are delivered only after every other press was applied,
 ///   each behind its player's second-round press.
 ///
-/// The other presses of the second round become visible a second after its message.
+/// The other presses of the second round become visible 200 ms after its message.
 #[allow(clippy::too_many_arguments)]
 pub async fn out_of_order(
     sqs: &aws_sdk_sqs::Client,
@@ -245,8 +245,11 @@ pub async fn out_of_order(
     let rate = rate.max(100.0);
     // The handler starts once everything is enqueued (about `n` messages at ~1,500/s).
     let start = now_ms() + (n as f64 / 1_500.0 * 1_000.0) as i64 + 3_000;
-    let round_at = start + ((players as f64 / rate) * 1_000.0) as i64;
-    let end = start + ((n as f64 / rate) * 1_300.0) as i64 + 3_000;
+    // The round's message when the presses visible at the start are about taken, the rest of
+    // its presses right after, the late first-round presses when the others are about applied.
+    let round_at = start + ((players as f64 / rate) * 950.0) as i64;
+    let rest_at = round_at + 200;
+    let end = start + (((n - part) as f64 / rate) * 1_000.0) as i64 + 500;
     let r1 = now_ms() - 1_000;
     let press = |i: u64| press_body(&player_name(i));
     // First round: players `part..2·part` are delivered last; the others at once.
@@ -296,7 +299,7 @@ pub async fn out_of_order(
         sqs,
         &queues.press,
         (part..players).map(press).collect(),
-        round_at + 1_000,
+        rest_at,
     )
     .await?;
     let wait = start - now_ms();
