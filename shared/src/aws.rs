@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -19,10 +20,17 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long establishing a connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Loads the shared SDK configuration from the environment, with [`timeouts`].
+/// Loads the shared SDK configuration from the environment, with [`timeouts`] and without the
+/// SDK's stalled-stream protection.
+///
+/// Stalled-stream protection watches the throughput of request and response bodies, for large
+/// uploads and downloads; every body here is a few kilobytes, and a stalled call is already cut
+/// by [`ATTEMPT_TIMEOUT`]. Its throughput bookkeeping on every body poll was 3.5 % of the
+/// incoming handler's CPU in a burst (`scripts/bench --perf-record`).
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(timeouts())
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .load()
         .await
 }
