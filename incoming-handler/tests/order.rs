@@ -31,7 +31,7 @@ async fn a_round_message_held_by_a_crashed_consumer_still_scores_its_presses() {
     let opens = now_ms() - 1_000;
     s.send_one(&s.timestamp, &round_body("held", opens, opens + 60_000))
         .await;
-    assert_eq!(s.hold(&s.timestamp, 6).await.len(), 1);
+    assert_eq!(s.hold(&s.timestamp, 10).await.len(), 1);
     let h = s.spawn_handler().await;
     s.send_all(
         &s.press,
@@ -48,7 +48,18 @@ async fn a_round_message_held_by_a_crashed_consumer_still_scores_its_presses() {
         },
     )
     .await;
-    assert_eq!(s.depth(&s.press.url).await, 0, "no press waits in flight");
+    // Stored, then deleted: every press leaves the queue while its round is still held.
+    wait_for(
+        "no press waits in flight",
+        Duration::from_secs(5),
+        || async { s.depth(&s.press.url).await == 0 },
+    )
+    .await;
+    assert_eq!(
+        s.count("SELECT COUNT(*) FROM rounds").await,
+        0,
+        "the presses left the queue before their round message came back"
+    );
     wait_for(
         "the round, then every press scored",
         Duration::from_secs(30),
