@@ -31,6 +31,7 @@ use buttonparty::rules::{
     self, Grant, Millis, Powerup, PowerupKind, RejectReason, Round, Rounds, Tier,
 };
 use sqlx::mysql::{MySqlPool, MySqlRow};
+use sqlx::query_builder::Separated;
 use sqlx::{MySql, MySqlConnection, QueryBuilder, Row};
 
 /// Rows per multi-row statement (well under the 65,535 bind parameters limit).
@@ -1009,79 +1010,64 @@ fn verdict_columns(verdict: Option<&Verdict>) -> VerdictColumns<'static> {
     }
 }
 
+/// One event row to write: pending (`verdict` `None`) or judged.
+struct EventRow<'a> {
+    name: &'a str,
+    event: &'a Event,
+    verdict: Option<&'a Verdict>,
+    after: State,
+    received_at: Millis,
+}
+
 /// Inserts pending events and upserts judged ones (new or re-judged), a few hundred per
-/// statement.
+/// statement. Presses and purchases have their own statements, each binding only its kind's
+/// columns (the others keep their defaults).
 async fn write_events<'a>(
     conn: &mut MySqlConnection,
     pending: &[&'a NewEvent],
     judged: impl Iterator<Item = (&'a str, &'a Judged, Millis)>,
 ) -> Result<(), sqlx::Error> {
-    struct Row<'a> {
-        name: &'a str,
-        event: &'a Event,
-        verdict: Option<&'a Verdict>,
-        after: State,
-        received_at: Millis,
-    }
-    let rows: Vec<Row<'a>> = pending
+    let (presses, purchases): (Vec<EventRow<'a>>, Vec<EventRow<'a>>) = pending
         .iter()
-        .map(|e| Row {
+        .map(|e| EventRow {
             name: &e.username,
             event: &e.event,
             verdict: None,
             after: State::default(),
             received_at: e.received_at_ms,
         })
-        .chain(judged.map(|(name, j, received_at)| Row {
+        .chain(judged.map(|(name, j, received_at)| EventRow {
             name,
             event: &j.event,
             verdict: Some(&j.verdict),
             after: j.after,
             received_at,
         }))
-        .collect();
-    let (presses, purchases): (Vec<Row<'a>>, Vec<Row<'a>>) = rows
-        .into_iter()
         .partition(|r| matches!(r.event.action, Action::Press));
-    // Presses: the columns a press has (the others keep their defaults).
-    for chunk in presses.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<MySql>::new(
-            "INSERT INTO player_events (username, sent_at_ms, message_id, kind, outcome, \
-             round_opens_at_ms, streak, points, score_after, streak_after, last_scored_after, \
-             received_at_ms) ",
-        );
-        q.push_values(chunk, |mut b, r| {
+    upsert_events(
+        conn,
+        &presses,
+        "PRESS",
+        "outcome, round_opens_at_ms, streak, points",
+        "outcome = VALUES(outcome), round_opens_at_ms = VALUES(round_opens_at_ms), \
+         streak = VALUES(streak), points = VALUES(points)",
+        |b, r| {
             let (outcome, round, streak, points, _) = verdict_columns(r.verdict);
-            b.push_bind(r.name.as_bytes())
-                .push_bind(r.event.id.sent_at)
-                .push_bind(r.event.id.message_id.as_bytes())
-                .push("'PRESS'")
-                .push_bind(outcome)
+            b.push_bind(outcome)
                 .push_bind(round)
                 .push_bind(streak)
-                .push_bind(points)
-                .push_bind(r.after.score)
-                .push_bind(r.after.streak)
-                .push_bind(r.after.last_scored)
-                .push_bind(r.received_at);
-        });
-        // A pending row written twice (two handlers, a name with no row to lock) stays pending;
-        // a judged row takes its new verdict and checkpoint.
-        q.push(
-            " ON DUPLICATE KEY UPDATE outcome = VALUES(outcome), \
-             round_opens_at_ms = VALUES(round_opens_at_ms), streak = VALUES(streak), \
-             points = VALUES(points), score_after = VALUES(score_after), \
-             streak_after = VALUES(streak_after), last_scored_after = VALUES(last_scored_after)",
-        );
-        q.build().execute(&mut *conn).await?;
-    }
-    for chunk in purchases.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<MySql>::new(
-            "INSERT INTO player_events (username, sent_at_ms, message_id, kind, powerup_kind, tier, \
-             request_key, outcome, points, expires_at_ms, score_after, streak_after, \
-             last_scored_after, received_at_ms) ",
-        );
-        q.push_values(chunk, |mut b, r| {
+                .push_bind(points);
+        },
+    )
+    .await?;
+    upsert_events(
+        conn,
+        &purchases,
+        "PURCHASE",
+        "powerup_kind, tier, request_key, outcome, points, expires_at_ms",
+        "outcome = VALUES(outcome), points = VALUES(points), \
+         expires_at_ms = VALUES(expires_at_ms)",
+        |b, r| {
             let Action::Purchase {
                 powerup,
                 request_key,
@@ -1090,26 +1076,49 @@ async fn write_events<'a>(
                 unreachable!("partitioned above");
             };
             let (outcome, _, _, points, expires) = verdict_columns(r.verdict);
-            b.push_bind(r.name.as_bytes())
-                .push_bind(r.event.id.sent_at)
-                .push_bind(r.event.id.message_id.as_bytes())
-                .push("'PURCHASE'")
-                .push_bind(powerup.kind.as_str())
+            b.push_bind(powerup.kind.as_str())
                 .push_bind(powerup.tier.get())
                 .push_bind(request_key.as_slice())
                 .push_bind(outcome)
                 .push_bind(points)
-                .push_bind(expires)
-                .push_bind(r.after.score)
+                .push_bind(expires);
+        },
+    )
+    .await
+}
+
+/// Upserts `rows` of one `kind`, a few hundred per statement: the event's key and kind, the
+/// kind's `columns` (bound by `bind`), then the checkpoint after it and when it was received.
+/// A pending row written twice (two handlers, a name with no row to lock) stays pending; a
+/// judged row takes its new verdict (`updates`) and checkpoint.
+async fn upsert_events(
+    conn: &mut MySqlConnection,
+    rows: &[EventRow<'_>],
+    kind: &'static str,
+    columns: &str,
+    updates: &str,
+    mut bind: impl FnMut(&mut Separated<'_, MySql, &'static str>, &EventRow<'_>),
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<MySql>::new(format!(
+            "INSERT INTO player_events (username, sent_at_ms, message_id, kind, {columns}, \
+             score_after, streak_after, last_scored_after, received_at_ms) "
+        ));
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.name.as_bytes())
+                .push_bind(r.event.id.sent_at)
+                .push_bind(r.event.id.message_id.as_bytes())
+                .push(format_args!("'{kind}'"));
+            bind(&mut b, r);
+            b.push_bind(r.after.score)
                 .push_bind(r.after.streak)
                 .push_bind(r.after.last_scored)
                 .push_bind(r.received_at);
         });
-        q.push(
-            " ON DUPLICATE KEY UPDATE outcome = VALUES(outcome), points = VALUES(points), \
-             expires_at_ms = VALUES(expires_at_ms), score_after = VALUES(score_after), \
-             streak_after = VALUES(streak_after), last_scored_after = VALUES(last_scored_after)",
-        );
+        q.push(format_args!(
+            " ON DUPLICATE KEY UPDATE {updates}, score_after = VALUES(score_after), \
+             streak_after = VALUES(streak_after), last_scored_after = VALUES(last_scored_after)"
+        ));
         q.build().execute(&mut *conn).await?;
     }
     Ok(())
