@@ -689,11 +689,16 @@ async fn fold_locked(
                 },
             );
         // From the streak anchor or the round the earliest event belongs to (the latest that
-        // opened at or before it), whichever is earlier.
+        // opened at or before it), whichever is earlier. The inner read locks too: a plain read
+        // would see the transaction's snapshot (taken by an earlier read of this batch) and miss
+        // a round committed since, judging these events "no round"; and `mark_round` would not
+        // mark players folded for the first time by this batch. Locked, a round recorded
+        // meanwhile is seen, or waits for this batch and then marks its players.
         let rows = sqlx::query(
             "SELECT opens_at_ms, closes_at_ms, window_ms FROM rounds \
              WHERE opens_at_ms >= LEAST(?, COALESCE( \
-                 (SELECT MAX(r.opens_at_ms) FROM rounds r WHERE r.opens_at_ms <= ?), ?)) \
+                 (SELECT MAX(r.opens_at_ms) FROM rounds r WHERE r.opens_at_ms <= ? \
+                  LOCK IN SHARE MODE), ?)) \
              AND opens_at_ms <= ? ORDER BY opens_at_ms LOCK IN SHARE MODE",
         )
         .bind(anchor)
