@@ -11,6 +11,7 @@ mod common;
 
 use std::io::Write as _;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use buttonparty::db::Database;
@@ -59,6 +60,34 @@ fn read_all<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
         let _ = r.read_to_end(&mut buf).await;
         String::from_utf8_lossy(&buf).into_owned()
     })
+}
+
+/// Reads a pipe in the background into a buffer that can be looked at any time: the child never
+/// blocks on a full pipe (64 KiB), and a failure can show what it logged so far.
+/// Returns the buffer and the reader (which ends at the pipe's end).
+fn tap<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    mut r: R,
+) -> (Arc<Mutex<Vec<u8>>>, tokio::task::JoinHandle<()>) {
+    let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let reader = tokio::spawn({
+        let buf = buf.clone();
+        async move {
+            let mut chunk = vec![0u8; 16 * 1024];
+            while let Ok(n) = r.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                buf.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        }
+    });
+    (buf, reader)
+}
+
+/// The last `max` bytes of what [`tap`] read so far.
+fn tapped(buf: &Mutex<Vec<u8>>, max: usize) -> String {
+    let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+    tail(&text, max).to_owned()
 }
 
 /// Runs an SQL statement as root with the `mariadb` client (usable from `Drop`).
@@ -111,14 +140,30 @@ async fn outcome(s: &Stack, b: &Burst) -> (u64, i64, i64) {
 }
 
 async fn all_scored(s: &Stack, b: &Burst, timeout: Duration) {
+    all_scored_or_explain(s, b, timeout, None, &String::new).await;
+}
+
+/// [`all_scored`]; a timeout panics with a diagnosis of the database, the press queue and the
+/// in-process `handler` (if any), followed by `notes()`.
+async fn all_scored_or_explain(
+    s: &Stack,
+    b: &Burst,
+    timeout: Duration,
+    handler: Option<&Handler>,
+    notes: &dyn Fn() -> String,
+) {
     let n = b.users.len() as i64;
-    wait_for("every player scored", timeout, || async {
+    s.wait_or_explain("every player scored", timeout, handler, notes, || async {
         s.count("SELECT COUNT(*) FROM scores").await >= n
     })
     .await;
-    wait_for("press queue drained", Duration::from_secs(60), || async {
-        s.depth(&s.press.url).await == 0
-    })
+    s.wait_or_explain(
+        "press queue drained",
+        Duration::from_secs(60),
+        handler,
+        notes,
+        || async { s.depth(&s.press.url).await == 0 },
+    )
     .await;
 }
 
@@ -163,41 +208,84 @@ async fn s01_sigkill_during_a_10000_press_burst_then_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s02_sigterm_mid_batch_exits_0_in_time() {
+    // The restarted handler runs in this process: its warnings and info lines go to the test's
+    // output (shown if the scenario fails).
+    log_to_test_output();
     let s = Stack::new().await;
     s.open_round("r", Duration::from_secs(1), Duration::from_secs(3600))
         .await;
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
+    // Notifications are read as they come: sd_notify's send blocks once the socket holds
+    // net.unix.max_dgram_qlen unread datagrams (10 on this machine), which would freeze the
+    // child's single-threaded runtime (READY, STATUS on each database health change, STOPPING).
+    let seen: Arc<Mutex<String>> = Arc::default();
+    let notify_reader = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf).await {
+                let mut seen = seen.lock().unwrap();
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                seen.push('\n');
+            }
+        }
+    });
     let mut child = s.spawn_process(&[
         ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
         ("BUTTONPARTY_BATCH_SIZE", "100"),
     ]);
+    let (child_log, log_reader) = tap(child.stderr.take().unwrap());
     let b = burst(&s, "term", 3000, 0).await;
-    wait_for("work in flight", Duration::from_secs(60), || async {
-        s.count("SELECT COUNT(*) FROM scores").await > 200
-    })
+    s.wait_or_explain(
+        "work in flight",
+        Duration::from_secs(60),
+        None,
+        &|| format!("child log (tail):\n{}", tapped(&child_log, 8000)),
+        || async { s.count("SELECT COUNT(*) FROM scores").await > 200 },
+    )
     .await;
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
     let sent_term = Instant::now();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(45), child.wait())
-        .await
-        .expect("exit inside the 45 s stop timeout")
-        .unwrap();
+    let status = match tokio::time::timeout(Duration::from_secs(45), child.wait()).await {
+        Ok(status) => status.unwrap(),
+        Err(_) => panic!(
+            "no exit inside the 45 s stop timeout; child log (tail):\n{}",
+            tapped(&child_log, 8000)
+        ),
+    };
     let took = sent_term.elapsed();
-    assert_eq!(status.code(), Some(0));
-    let mut seen = String::new();
-    let mut buf = vec![0u8; 4096];
-    while let Ok(Ok(n)) =
-        tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut buf)).await
-    {
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        seen.push('\n');
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "child log (tail):\n{}",
+        tapped(&child_log, 8000)
+    );
+    // Every datagram was queued before the child exited; let the reader take the last ones.
+    let mut notifications = String::new();
+    for _ in 0..10 {
+        notifications = seen.lock().unwrap().clone();
+        if notifications.contains("STOPPING=1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(seen.contains("STOPPING=1"), "{seen}");
+    notify_reader.abort();
+    assert!(notifications.contains("STOPPING=1"), "{notifications}");
+    // The child's log to its end (the pipe closed when it exited).
+    let _ = tokio::time::timeout(Duration::from_secs(5), log_reader).await;
     let h = s.spawn_handler().await;
-    all_scored(&s, &b, Duration::from_secs(120)).await;
+    all_scored_or_explain(&s, &b, Duration::from_secs(120), Some(&h), &|| {
+        format!(
+            "child: {status}, {:.2} s after SIGTERM; notifications: {notifications:?}\n\
+             child log (tail, BUTTONPARTY_LOG=info):\n{}",
+            took.as_secs_f64(),
+            tapped(&child_log, 12_000)
+        )
+    })
+    .await;
     h.stop().await;
     let (applied, lost, double) = outcome(&s, &b).await;
     report(Figure {

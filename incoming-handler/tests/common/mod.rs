@@ -479,7 +479,18 @@ pub fn now_ms() -> i64 {
 }
 
 /// Polls `cond` every 200 ms until it holds or `timeout` passes.
-pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    if !try_wait_for(timeout, cond).await {
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+}
+
+/// Polls `cond` every 200 ms until it holds (true) or `timeout` passes (false).
+pub async fn try_wait_for<F, Fut>(timeout: Duration, mut cond: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -487,12 +498,223 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if cond().await {
-            return;
+            return true;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends the log of handlers running in this process to the test's output, which the harness
+/// shows when the test fails. Filter: `BUTTONPARTY_TEST_LOG`, by default warnings and errors
+/// plus the handler's info lines (a few per minute).
+pub fn log_to_test_output() {
+    let filter = std::env::var("BUTTONPARTY_TEST_LOG")
+        .unwrap_or_else(|_| "warn,incoming_handler=info,sqlx=error".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
+/// The last `max` bytes of `text` (at a character boundary).
+pub fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+/// One cell of a diagnosis row as text, whatever its SQL type.
+fn cell(row: &sqlx::mysql::MySqlRow, i: usize) -> String {
+    let show = |v: Option<String>| v.unwrap_or_else(|| "NULL".into());
+    if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+        return show(v.map(|v| v.to_string()));
+    }
+    if let Ok(v) = row.try_get::<Option<u64>, _>(i) {
+        return show(v.map(|v| v.to_string()));
+    }
+    if let Ok(v) = row.try_get::<Option<String>, _>(i) {
+        return show(v);
+    }
+    if let Ok(v) = row.try_get::<Option<Vec<u8>>, _>(i) {
+        return show(v.map(|b| String::from_utf8_lossy(&b).into_owned()));
+    }
+    "?".into()
+}
+
+impl Stack {
+    /// Like [`wait_for`], but a timeout panics with [`Stack::diagnosis`] and `notes()` (what the
+    /// scenario knows at that moment, e.g. a child process's log), so that a failure explains
+    /// itself.
+    pub async fn wait_or_explain<F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        handler: Option<&Handler>,
+        notes: &dyn Fn() -> String,
+        cond: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        if try_wait_for(timeout, cond).await {
+            return;
+        }
+        let diagnosis = self.diagnosis(handler).await;
+        let notes = notes();
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!("\n{notes}")
+        };
+        panic!("timed out after {timeout:?} waiting for {what}\n{diagnosis}{notes}");
+    }
+
+    /// The state of the database, the press queue and (if given) an in-process handler, for a
+    /// failed wait: tells a press never stored (lost, dead-lettered, still invisible) from one
+    /// stored without scoring (its verdict, a re-fold not done) from a stalled handler (held
+    /// locks, a stuck statement, counters not moving). Never panics; gives up after 30 s.
+    pub async fn diagnosis(&self, handler: Option<&Handler>) -> String {
+        let mut out = match tokio::time::timeout(Duration::from_secs(30), self.state_report()).await
+        {
+            Ok(text) => text,
+            Err(_) => "(database/queue diagnosis timed out after 30 s)\n".into(),
+        };
+        if let Some(h) = handler {
+            out.push_str(&format!(
+                "in-process handler: task finished = {}; totals = {:?}\n",
+                h.task.is_finished(),
+                h.stats.totals()
+            ));
+        }
+        out
+    }
+
+    async fn state_report(&self) -> String {
+        let pool = &self.db.pool;
+        let rows = |sql: &'static str| async move {
+            match sqlx::query(sql).fetch_all(pool).await {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| cell(r, i))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .collect::<Vec<_>>(),
+                Err(e) => vec![format!("(query failed: {e})")],
+            }
+        };
+        let one = |sql: &'static str| async move { rows(sql).await.join("; ") };
+        let mut out = format!("--- diagnosis: database {} ---\n", self.db.name);
+        out.push_str(&format!(
+            "scores: {}; users: {}\n",
+            one("SELECT COUNT(*) FROM scores").await,
+            one("SELECT COUNT(*) FROM users").await
+        ));
+        out.push_str(&format!(
+            "player_events by outcome (NULL = stored, not judged): {}\n",
+            rows("SELECT COALESCE(outcome, 'NULL'), COUNT(*) FROM player_events GROUP BY outcome ORDER BY outcome")
+                .await
+                .join(", ")
+        ));
+        out.push_str(&format!(
+            "events with outcome NULL: {}; users with refold_from_ms set: {}\n",
+            one("SELECT COUNT(*) FROM player_events WHERE outcome IS NULL").await,
+            one("SELECT COUNT(*) FROM users WHERE refold_from_ms IS NOT NULL").await
+        ));
+        out.push_str(&format!(
+            "users without a scored press: {} (without any stored event: {})\n",
+            one("SELECT COUNT(*) FROM users u WHERE NOT EXISTS \
+                 (SELECT 1 FROM player_events e WHERE e.username = u.username AND e.outcome = 'scored')")
+            .await,
+            one("SELECT COUNT(*) FROM users u WHERE NOT EXISTS \
+                 (SELECT 1 FROM player_events e WHERE e.username = u.username)")
+            .await
+        ));
+        out.push_str("  some of them (username folded_to_ms refold_from_ms | sent_at_ms message_id outcome round_opens_at_ms received_at_ms):\n");
+        for r in rows(
+            "SELECT u.username, u.folded_to_ms, u.refold_from_ms, '|', e.sent_at_ms, e.message_id, \
+             e.outcome, e.round_opens_at_ms, e.received_at_ms \
+             FROM users u LEFT JOIN player_events e ON e.username = u.username \
+             WHERE NOT EXISTS (SELECT 1 FROM player_events s \
+                               WHERE s.username = u.username AND s.outcome = 'scored') \
+             ORDER BY u.username LIMIT 8",
+        )
+        .await
+        {
+            out.push_str(&format!("    {r}\n"));
+        }
+        out.push_str(&format!(
+            "rounds (round_id opens_at_ms closes_at_ms recorded_at_ms): {}\n",
+            rows("SELECT round_id, opens_at_ms, closes_at_ms, recorded_at_ms FROM rounds ORDER BY opens_at_ms")
+                .await
+                .join("; ")
+        ));
+        out.push_str(&format!(
+            "events received_at_ms min max: {}\n",
+            one("SELECT MIN(received_at_ms), MAX(received_at_ms) FROM player_events").await
+        ));
+        out.push_str(&format!(
+            "open transactions (thread state age_s rows_locked query): {}\n",
+            rows(
+                "SELECT CAST(trx_mysql_thread_id AS SIGNED), trx_state, \
+                  TIMESTAMPDIFF(SECOND, trx_started, NOW()), CAST(trx_rows_locked AS SIGNED), \
+                  LEFT(COALESCE(trx_query, ''), 160) \
+                  FROM information_schema.INNODB_TRX ORDER BY trx_started LIMIT 10"
+            )
+            .await
+            .join("; ")
+        ));
+        out.push_str(&format!(
+            "busy sessions on this database (id command time_s state info): {}\n",
+            rows(
+                "SELECT CAST(id AS SIGNED), command, CAST(time AS SIGNED), COALESCE(state, ''), \
+                  LEFT(COALESCE(info, ''), 160) FROM information_schema.PROCESSLIST \
+                  WHERE db = DATABASE() AND command <> 'Sleep' AND id <> CONNECTION_ID()"
+            )
+            .await
+            .join("; ")
+        ));
+        for (name, url) in [
+            ("press queue", &self.press.url),
+            ("press DLQ", &self.press.dlq_url),
+            ("timestamp queue", &self.timestamp.url),
+        ] {
+            out.push_str(&format!("{name}: {}\n", self.queue_counts(url).await));
+        }
+        out
+    }
+
+    /// A queue's approximate counts (visible, in flight, delayed), or why they are unknown.
+    pub async fn queue_counts(&self, url: &str) -> String {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        match self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::All)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let attrs = out.attributes.unwrap_or_default();
+                let get = |k: A| attrs.get(&k).cloned().unwrap_or_else(|| "?".into());
+                format!(
+                    "ApproximateNumberOfMessages={} ApproximateNumberOfMessagesNotVisible={} \
+                     ApproximateNumberOfMessagesDelayed={}",
+                    get(A::ApproximateNumberOfMessages),
+                    get(A::ApproximateNumberOfMessagesNotVisible),
+                    get(A::ApproximateNumberOfMessagesDelayed)
+                )
+            }
+            Err(e) => format!("(GetQueueAttributes failed: {e})"),
+        }
     }
 }
 
