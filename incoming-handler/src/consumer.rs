@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 use crate::inflight::{Held, InFlight};
-use crate::queue::Queue;
+use crate::queue::{Message, Queue};
 use crate::stats::Stats;
 
 /// Messages asked for per receive (SQS's largest).
@@ -53,6 +53,44 @@ pub struct Receiver {
     pub progress: Arc<crate::health::Progress>,
     /// Cancelled at the drain deadline: a receive still outstanding then is abandoned.
     pub hard_stop: CancellationToken,
+    /// Where messages received while stopping wait to be released.
+    pub returned: Returned,
+}
+
+/// Messages received while the handler stops, released together once every receiver has
+/// stopped. Released one receive at a time, a message would at once be received again by another
+/// receiver's outstanding long poll, and released again: every receive counts towards the
+/// queue's `maxReceiveCount`, and a few quick round trips sent valid presses to the dead-letter
+/// queue.
+#[derive(Debug, Clone, Default)]
+pub struct Returned(Arc<std::sync::Mutex<Vec<Parked>>>);
+
+/// Messages of one receive, with their queue.
+type Parked = (Queue, Vec<Message>);
+
+impl Returned {
+    /// Keeps `msgs` of `queue` until [`Returned::release_all`].
+    pub fn park(&self, queue: &Queue, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        if let Ok(mut parked) = self.0.lock() {
+            parked.push((queue.clone(), msgs));
+        }
+    }
+
+    /// Makes every parked message visible again (call when no receiver is left).
+    pub async fn release_all(&self) {
+        let parked = self
+            .0
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for (queue, msgs) in parked {
+            release_messages(&queue, &msgs).await;
+            tracing::info!(queue = %queue.kind, messages = msgs.len(), "released messages received while stopping");
+        }
+    }
 }
 
 impl Receiver {
@@ -60,7 +98,8 @@ impl Receiver {
     ///
     /// A long poll outstanding when `stop` is cancelled is not abandoned (the queue would still
     /// hand it messages, which would then stay invisible for the visibility timeout): it is let
-    /// finish, up to the drain deadline (`hard_stop`), and what it returns is released at once.
+    /// finish, up to the drain deadline (`hard_stop`), and what it returns is parked in
+    /// [`Returned`], to be released when every receiver has stopped.
     pub async fn run<S: Sink>(self, sink: Arc<S>, stop: CancellationToken) {
         let mut delays = self.backoff.iter();
         let mut failing = false;
@@ -91,7 +130,7 @@ impl Receiver {
                     let n = msgs.len() as u32;
                     let permits = tokio::select! {
                         _ = self.hard_stop.cancelled() => {
-                            release_messages(&self.queue, &msgs).await;
+                            self.returned.park(&self.queue, msgs);
                             break;
                         }
                         p = self.inflight.reserve(n) => p,
@@ -112,12 +151,14 @@ impl Receiver {
                         self.stats.redelivered();
                         tracing::debug!(queue = %self.queue.kind, message_id = %m.message_id, receive_count = m.receive_count, "redelivered message");
                     }
-                    let held = self.inflight.hold(self.queue.kind, msgs, permits);
                     if stop.is_cancelled() {
-                        // Received while stopping: back to the queue for the next handler.
-                        release(&self.queue, held).await;
+                        // Received while stopping: back to the queue for the next handler, once
+                        // no receiver of this process is left to take it again.
+                        drop(permits);
+                        self.returned.park(&self.queue, msgs);
                         break;
                     }
+                    let held = self.inflight.hold(self.queue.kind, msgs, permits);
                     crate::health::within(
                         self.progress.clone(),
                         sink.handle(started, self.batch as usize, held),

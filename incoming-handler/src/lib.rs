@@ -23,6 +23,7 @@ pub mod push;
 pub mod queue;
 pub mod refold;
 pub mod rounds;
+pub mod sqs_wire;
 pub mod stats;
 pub mod store;
 pub mod users;
@@ -44,6 +45,7 @@ use crate::consumer::{Receiver, Sink};
 use crate::health::{Health, Liveness};
 use crate::inflight::InFlight;
 use crate::queue::{Queue, QueueError, QueueKind};
+use crate::sqs_wire::SqsWire;
 use crate::stats::Stats;
 use crate::store::Retrier;
 
@@ -67,6 +69,9 @@ pub enum RunError {
     /// The database refused for a reason retrying does not fix (e.g. a failed migration).
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The queue client could not be set up (no region configured).
+    #[error(transparent)]
+    Sqs(#[from] sqs_wire::WireError),
 }
 
 /// Applies pending migrations, retrying while the database is unreachable.
@@ -94,13 +99,14 @@ pub async fn migrate(db: &Database, stop: &CancellationToken) -> Result<(), DbEr
 
 async fn discover(
     sqs: &aws_sdk_sqs::Client,
+    wire: &SqsWire,
     kind: QueueKind,
     url: &str,
     stop: &CancellationToken,
 ) -> Result<Option<Queue>, QueueError> {
     let mut delays = Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).iter();
     loop {
-        match Queue::discover(sqs.clone(), kind, url).await {
+        match Queue::discover(sqs.clone(), wire.clone(), kind, url).await {
             Ok(q) => return Ok(Some(q)),
             Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, "queue not reachable yet; retrying");
@@ -134,6 +140,7 @@ pub async fn run_with_stats(
     stats: SharedStats,
 ) -> Result<(), RunError> {
     // Start-up: the queues and the database must answer before READY.
+    let wire = SqsWire::from_sdk(&clients.sqs).await?;
     let mut queues = Vec::new();
     for (kind, url) in [
         (QueueKind::AddUser, &config.add_user_queue_url),
@@ -141,7 +148,7 @@ pub async fn run_with_stats(
         (QueueKind::Powerup, &config.powerup_queue_url),
         (QueueKind::Timestamp, &config.timestamp_queue_url),
     ] {
-        match discover(&clients.sqs, kind, url, &shutdown).await? {
+        match discover(&clients.sqs, &wire, kind, url, &shutdown).await? {
             Some(q) => queues.push(q),
             None => return Ok(()),
         }
@@ -152,10 +159,18 @@ pub async fn run_with_stats(
         }
         return Err(e.into());
     }
+    // The queues whose messages may carry the player's identity ask for that attribute.
+    let identity = || config.identity_attribute.clone();
     let [add_user_q, press_q, powerup_q, timestamp_q]: [Queue; 4] =
         queues.clone().try_into().expect("four queues");
+    let (add_user_q, press_q, powerup_q) = (
+        add_user_q.with_attributes(identity()),
+        press_q.with_attributes(identity()),
+        powerup_q.with_attributes(identity()),
+    );
 
     let hard_stop = CancellationToken::new();
+    let returned = consumer::Returned::default();
     let liveness = Liveness::default();
     let health = Health::new();
     let inflight = InFlight::new(config.max_in_flight);
@@ -177,6 +192,7 @@ pub async fn run_with_stats(
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(20)),
         progress: liveness.register(format!("receiver {}#{n}", queue.kind)),
         hard_stop: hard_stop.clone(),
+        returned: returned.clone(),
     };
 
     let mut receivers = JoinSet::new();
@@ -306,6 +322,7 @@ pub async fn run_with_stats(
         }
     });
     while receivers.join_next().await.is_some() {}
+    returned.release_all().await;
     let _ = processor.await;
     refold_stop.cancel();
     let _ = refold_task.await;

@@ -1,6 +1,8 @@
 //! One SQS queue as the handler uses it: long-poll receive with `SentTimestamp`, batch delete with
 //! per-entry results, visibility changes (heartbeat and release), and the copy of a malformed
-//! message to the queue's dead-letter queue (found from its `RedrivePolicy`).
+//! message to the queue's dead-letter queue (found from its `RedrivePolicy`). Receive, delete
+//! and visibility changes, the calls of every ten presses, go through [`SqsWire`]; discovery and
+//! dead-letter copies through the SDK.
 //!
 //! Every request asks for a persistent connection (`Connection: keep-alive`): at a burst's rate
 //! the handler makes two queue requests per ten presses, and a server that closes the connection
@@ -15,12 +17,11 @@ use tokio::time::Instant;
 
 use aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
-};
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use buttonparty::aws::error_text;
 use buttonparty::messages::Malformed;
+
+use crate::sqs_wire::SqsWire;
 
 /// Which of the four queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,7 +136,10 @@ pub struct Queue {
     pub dlq_url: Option<Arc<str>>,
     /// Its visibility timeout.
     pub visibility: Duration,
+    /// The message attributes asked for on receive (none, or the identity attribute).
+    attribute_names: Arc<[String]>,
     client: aws_sdk_sqs::Client,
+    wire: SqsWire,
 }
 
 impl fmt::Debug for Queue {
@@ -180,9 +184,12 @@ pub fn keep_alive_client(client: &aws_sdk_sqs::Client) -> aws_sdk_sqs::Client {
 }
 
 impl Queue {
-    /// Reads the queue's visibility timeout and redrive policy and finds its dead-letter queue.
+    /// Reads the queue's visibility timeout and redrive policy (through the SDK `client`) and
+    /// finds its dead-letter queue; receives, deletes and visibility changes go through `wire`.
+    /// Receives ask for no message attributes: see [`Queue::with_attributes`].
     pub async fn discover(
         client: aws_sdk_sqs::Client,
+        wire: SqsWire,
         kind: QueueKind,
         url: &str,
     ) -> Result<Self, QueueError> {
@@ -251,8 +258,17 @@ impl Queue {
             url: Arc::from(url),
             dlq_url,
             visibility,
+            attribute_names: Arc::from([]),
             client,
+            wire,
         })
+    }
+
+    /// This queue, asking for the message attributes `names` on every receive (the identity
+    /// attribute API Gateway adds, when one is configured).
+    pub fn with_attributes(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.attribute_names = names.into_iter().collect();
+        self
     }
 
     fn unavailable(&self, message: String) -> QueueError {
@@ -264,28 +280,25 @@ impl Queue {
 
     /// Long-polls for up to `max` messages (1–10), waiting up to `wait`.
     pub async fn receive(&self, max: i32, wait: Duration) -> Result<Vec<Message>, QueueError> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&*self.url)
-            .max_number_of_messages(max.clamp(1, 10))
-            .wait_time_seconds(wait.as_secs().min(20) as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_attribute_names("All")
-            .send()
+        let names: Vec<&str> = self.attribute_names.iter().map(String::as_str).collect();
+        let messages = self
+            .wire
+            .receive(
+                &self.url,
+                max.clamp(1, 10),
+                wait.as_secs().min(20) as i32,
+                &names,
+            )
             .await
-            .map_err(|e| self.unavailable(error_text(&e)))?;
+            .map_err(|e| self.unavailable(e.to_string()))?;
         let now = Instant::now();
         let now_ms = now_ms();
-        Ok(out
-            .messages
-            .unwrap_or_default()
+        Ok(messages
             .into_iter()
             .filter_map(|m| {
-                let system = m.attributes.unwrap_or_default();
-                let sent_at_ms = system
-                    .get(&MessageSystemAttributeName::SentTimestamp)
+                let sent_at_ms = m
+                    .attributes
+                    .get("SentTimestamp")
                     .and_then(|v| v.parse::<i64>().ok());
                 let sent_at_ms = match sent_at_ms {
                     Some(t) => t,
@@ -295,18 +308,18 @@ impl Queue {
                     }
                 };
                 Some(Message {
+                    receive_count: m
+                        .attributes
+                        .get("ApproximateReceiveCount")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1),
                     message_id: m.message_id?,
                     receipt_handle: m.receipt_handle?,
                     body: m.body.unwrap_or_default(),
                     sent_at_ms,
                     received_at: now,
-                    receive_count: system
-                        .get(&MessageSystemAttributeName::ApproximateReceiveCount)
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(1),
                     attributes: m
                         .message_attributes
-                        .unwrap_or_default()
                         .into_iter()
                         .filter_map(|(k, v)| Some((k, v.string_value?)))
                         .collect(),
@@ -319,25 +332,12 @@ impl Queue {
     pub async fn delete(&self, messages: &[(&str, &str)]) -> Result<DeleteOutcome, QueueError> {
         let mut outcome = DeleteOutcome::default();
         for chunk in messages.chunks(10) {
-            let entries: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, (_, receipt))| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(*receipt)
-                        .build()
-                        .expect("id and receipt handle are set")
-                })
-                .collect();
+            let receipts: Vec<&str> = chunk.iter().map(|(_, r)| *r).collect();
             let out = self
-                .client
-                .delete_message_batch()
-                .queue_url(&*self.url)
-                .set_entries(Some(entries))
-                .send()
+                .wire
+                .delete_batch(&self.url, &receipts)
                 .await
-                .map_err(|e| self.unavailable(error_text(&e)))?;
+                .map_err(|e| self.unavailable(e.to_string()))?;
             outcome.deleted += out.successful.len();
             for f in out.failed {
                 let id =
@@ -352,7 +352,8 @@ impl Queue {
         Ok(outcome)
     }
 
-    /// Sets the visibility timeout of messages (0 releases them for redelivery now).
+    /// Sets the visibility timeout of messages (0 releases them for redelivery now). Returns
+    /// how many the service refused.
     pub async fn set_visibility(
         &self,
         receipts: &[&str],
@@ -360,26 +361,11 @@ impl Queue {
     ) -> Result<usize, QueueError> {
         let mut failed = 0;
         for chunk in receipts.chunks(10) {
-            let entries: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, receipt)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(*receipt)
-                        .visibility_timeout(timeout.as_secs().min(43_200) as i32)
-                        .build()
-                        .expect("id and receipt handle are set")
-                })
-                .collect();
             let out = self
-                .client
-                .change_message_visibility_batch()
-                .queue_url(&*self.url)
-                .set_entries(Some(entries))
-                .send()
+                .wire
+                .change_visibility_batch(&self.url, chunk, timeout.as_secs().min(43_200) as i32)
                 .await
-                .map_err(|e| self.unavailable(error_text(&e)))?;
+                .map_err(|e| self.unavailable(e.to_string()))?;
             failed += out.failed.len();
         }
         Ok(failed)

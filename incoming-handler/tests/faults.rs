@@ -354,7 +354,10 @@ async fn s04_delete_with_a_stale_receipt_handle() {
     let b = burst(&s, "stale", 50, 0).await;
     all_scored(&s, &b, Duration::from_secs(60)).await;
     // A delete with receipt handles the queue no longer knows: counted, no crash.
-    let queue = Queue::discover(s.sqs.clone(), QueueKind::Press, &s.press.url)
+    let wire = incoming_handler::sqs_wire::SqsWire::from_sdk(&s.sqs)
+        .await
+        .unwrap();
+    let queue = Queue::discover(s.sqs.clone(), wire, QueueKind::Press, &s.press.url)
         .await
         .unwrap();
     let inflight = InFlight::new(10);

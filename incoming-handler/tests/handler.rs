@@ -508,3 +508,54 @@ async fn late_presses_arriving_while_others_wait_are_settled_without_redelivery(
     h.stop().await;
     s.cleanup().await;
 }
+
+/// Presses that arrive while the handler stops are returned by its outstanding long polls. They
+/// go back to the queue once, when every receiver has stopped: released at once, each was taken
+/// again by another receiver's poll and released again, and five such round trips sent valid
+/// presses to the dead-letter queue (fault scenario 2, seen in a CI rehearsal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presses_received_while_stopping_go_back_to_the_queue_once() {
+    let s = Stack::new().await;
+    let h = s.spawn_handler().await;
+    // Every receiver is in its long poll on the empty queues.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.shutdown.cancel();
+    let bodies: Vec<String> = (0..3).map(|i| press(&format!("late-{i}"))).collect();
+    s.send_all(&s.press, &bodies).await;
+    tokio::time::timeout(Duration::from_secs(30), h.task)
+        .await
+        .expect("handler stops within 30 s")
+        .expect("handler task")
+        .expect("handler ran without error");
+    assert_eq!(s.depth(&s.press.dlq_url).await, 0, "nothing dead-lettered");
+    let out = s
+        .sqs
+        .receive_message()
+        .queue_url(&s.press.url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(2)
+        .message_system_attribute_names(
+            aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+        )
+        .send()
+        .await
+        .unwrap();
+    let counts: Vec<u32> = out
+        .messages()
+        .iter()
+        .map(|m| {
+            m.attributes()
+                .and_then(|a| {
+                    a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(counts.len(), 3, "every press is back in the queue");
+    assert!(
+        counts.iter().all(|&c| c <= 2),
+        "each taken by the stopping handler at most once (then by this receive): {counts:?}"
+    );
+    s.cleanup().await;
+}
