@@ -13,9 +13,10 @@
 //! attempt and connect timeouts of [`buttonparty::aws`], and a short retry of transient
 //! failures, as the SDK's standard retry mode does.
 //!
-//! Requests go to the origin of the queue URL (`https://sqs.<region>.amazonaws.com/…` on AWS,
-//! the emulator's address locally), which is where the SDK sends them too when no other
-//! endpoint is configured.
+//! Requests go where the SDK sends them: to the endpoint configured by `AWS_ENDPOINT_URL_SQS` or
+//! `AWS_ENDPOINT_URL` (an emulator, a VPC endpoint) unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`
+//! is true, otherwise to the origin of the queue URL (`https://sqs.<region>.amazonaws.com/…` on
+//! AWS).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -94,6 +95,8 @@ impl WireError {
 #[derive(Clone)]
 pub struct SqsWire {
     http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The configured endpoint, if any (else each queue URL's origin).
+    endpoint: Option<http::Uri>,
     region: String,
     credentials: SharedCredentialsProvider,
     cached: std::sync::Arc<tokio::sync::Mutex<Option<Credentials>>>,
@@ -122,10 +125,9 @@ impl SqsWire {
             .region(region.clone())
             .build()
             .await;
-        Ok(Self::new(
-            region.to_string(),
-            SharedCredentialsProvider::new(chain),
-        ))
+        let mut wire = Self::new(region.to_string(), SharedCredentialsProvider::new(chain));
+        wire.endpoint = configured_endpoint(|name| std::env::var(name).ok())?;
+        Ok(wire)
     }
 
     /// A client for `region` with `credentials`.
@@ -157,6 +159,7 @@ impl SqsWire {
             .build(connector);
         Self {
             http,
+            endpoint: None,
             region,
             credentials,
             cached: Default::default(),
@@ -237,7 +240,10 @@ impl SqsWire {
     ) -> Result<O, WireError> {
         let body =
             Bytes::from(serde_json::to_vec(input).map_err(|e| WireError::Build(e.to_string()))?);
-        let uri = endpoint_of(queue_url)?;
+        let uri = match &self.endpoint {
+            Some(e) => e.clone(),
+            None => endpoint_of(queue_url)?,
+        };
         let mut delays = self.retry.iter();
         let mut attempt = 1;
         loop {
@@ -345,13 +351,20 @@ impl SqsWire {
                 return Ok(c.clone());
             }
         }
-        let c = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(|e| WireError::Credentials(e.to_string()))?;
-        *cached = Some(c.clone());
-        Ok(c)
+        match self.credentials.provide_credentials().await {
+            Ok(c) => {
+                *cached = Some(c.clone());
+                Ok(c)
+            }
+            // Refreshing early failed: the cached credentials serve until they expire.
+            Err(e) => match cached.as_ref() {
+                Some(c) if c.expiry().is_some_and(|at| at > SystemTime::now()) => {
+                    tracing::warn!(error = %e, "could not refresh AWS credentials; using the current ones until they expire");
+                    Ok(c.clone())
+                }
+                _ => Err(WireError::Credentials(e.to_string())),
+            },
+        }
     }
 }
 
@@ -366,7 +379,24 @@ const TARGETS: &[(&str, &str)] = &[
     ),
 ];
 
-/// `scheme://authority/` of a queue URL.
+/// The SQS endpoint configured in the environment the way the SDK reads it: the service-specific
+/// `AWS_ENDPOINT_URL_SQS`, then `AWS_ENDPOINT_URL`; none when
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` is true. (The SDK also reads `endpoint_url` from a
+/// shared config profile; set the variable instead when using that.)
+fn configured_endpoint(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<http::Uri>, WireError> {
+    if var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(None);
+    }
+    let url = ["AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"]
+        .into_iter()
+        .filter_map(&var)
+        .find(|v| !v.trim().is_empty());
+    url.map(|u| endpoint_of(u.trim())).transpose()
+}
+
+/// `scheme://authority/` of a queue URL (or of an endpoint URL).
 fn endpoint_of(queue_url: &str) -> Result<http::Uri, WireError> {
     let url: http::Uri = queue_url
         .parse()
@@ -544,6 +574,46 @@ mod tests {
             endpoint_of("press-queue"),
             Err(WireError::Build(_))
         ));
+    }
+
+    #[test]
+    fn a_configured_endpoint_wins_as_in_the_sdk() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(configured_endpoint(env(&[])).unwrap(), None);
+        assert_eq!(
+            configured_endpoint(env(&[("AWS_ENDPOINT_URL", "http://localhost:4566")]))
+                .unwrap()
+                .unwrap(),
+            "http://localhost:4566/"
+        );
+        assert_eq!(
+            configured_endpoint(env(&[
+                ("AWS_ENDPOINT_URL", "http://localhost:4566"),
+                (
+                    "AWS_ENDPOINT_URL_SQS",
+                    "https://vpce-1.sqs.us-east-1.vpce.amazonaws.com"
+                )
+            ]))
+            .unwrap()
+            .unwrap(),
+            "https://vpce-1.sqs.us-east-1.vpce.amazonaws.com/"
+        );
+        assert_eq!(
+            configured_endpoint(env(&[
+                ("AWS_ENDPOINT_URL", "http://localhost:4566"),
+                ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+            ]))
+            .unwrap(),
+            None
+        );
+        assert!(configured_endpoint(env(&[("AWS_ENDPOINT_URL", "not a url")])).is_err());
     }
 
     #[test]
