@@ -224,10 +224,14 @@ async fn enqueue_visible_at(
 /// - 5 % of the players press in the second round before its timestamp message arrives (the
 ///   message is delivered only once the handler has had time to take every press visible at
 ///   its start): their presses are judged without their round, and judged again when it comes;
-/// - 5 % of the first round's presses are delivered only after every other press was applied,
-///   each behind its player's second-round press.
+/// - 5 % of the first round's presses are delivered once their players' second-round presses
+///   (the first of the second round's other presses) are about applied, each behind its
+///   player's second-round press, while the rest of the second round is still coming in.
 ///
-/// The other presses of the second round become visible 200 ms after its message.
+/// The other presses of the second round become visible 200 ms after its message. (The late
+/// presses used to wait until every other press was applied: the run then ended on that
+/// schedule — `DelaySeconds` is whole seconds — rather than on the handler, and the figure fell
+/// as the handler got faster.)
 #[allow(clippy::too_many_arguments)]
 pub async fn out_of_order(
     sqs: &aws_sdk_sqs::Client,
@@ -246,10 +250,11 @@ pub async fn out_of_order(
     // The handler starts once everything is enqueued (about `n` messages at ~1,500/s).
     let start = now_ms() + (n as f64 / 1_500.0 * 1_000.0) as i64 + 3_000;
     // The round's message when the presses visible at the start are about taken, the rest of
-    // its presses right after, the late first-round presses when the others are about applied.
+    // its presses right after, the late first-round presses once their players' second-round
+    // presses (first in that rest) are about applied.
     let round_at = start + ((players as f64 / rate) * 950.0) as i64;
     let rest_at = round_at + 200;
-    let end = start + (((n - part) as f64 / rate) * 1_000.0) as i64 + 500;
+    let end = rest_at + ((part as f64 / rate) * 1_000.0) as i64 + 1_000;
     let r1 = now_ms() - 1_000;
     let press = |i: u64| press_body(&player_name(i));
     // First round: players `part..2·part` are delivered last; the others at once.
