@@ -194,18 +194,8 @@ impl SqsWire {
         queue_url: &str,
         receipts: &[&str],
     ) -> Result<BatchOut, WireError> {
-        let ids: Vec<String> = (0..receipts.len()).map(|i| i.to_string()).collect();
-        let entries: Vec<Entry<'_>> = receipts
-            .iter()
-            .zip(&ids)
-            .map(|(r, id)| Entry {
-                id,
-                receipt_handle: r,
-                visibility_timeout: None,
-            })
-            .collect();
-        let body = BatchIn { queue_url, entries };
-        self.call(queue_url, "DeleteMessageBatch", &body).await
+        self.batch(queue_url, "DeleteMessageBatch", receipts, None)
+            .await
     }
 
     /// `ChangeMessageVisibilityBatch` of up to ten receipt handles to `timeout_secs`; the
@@ -216,6 +206,23 @@ impl SqsWire {
         receipts: &[&str],
         timeout_secs: i32,
     ) -> Result<BatchOut, WireError> {
+        self.batch(
+            queue_url,
+            "ChangeMessageVisibilityBatch",
+            receipts,
+            Some(timeout_secs),
+        )
+        .await
+    }
+
+    /// A batch call of `operation` over `receipts`, each entry with `visibility_timeout` if set.
+    async fn batch(
+        &self,
+        queue_url: &str,
+        operation: &'static str,
+        receipts: &[&str],
+        visibility_timeout: Option<i32>,
+    ) -> Result<BatchOut, WireError> {
         let ids: Vec<String> = (0..receipts.len()).map(|i| i.to_string()).collect();
         let entries: Vec<Entry<'_>> = receipts
             .iter()
@@ -223,12 +230,11 @@ impl SqsWire {
             .map(|(r, id)| Entry {
                 id,
                 receipt_handle: r,
-                visibility_timeout: Some(timeout_secs),
+                visibility_timeout,
             })
             .collect();
         let body = BatchIn { queue_url, entries };
-        self.call(queue_url, "ChangeMessageVisibilityBatch", &body)
-            .await
+        self.call(queue_url, operation, &body).await
     }
 
     /// One call, retried (with backoff) while the failure is retryable, up to [`ATTEMPTS`].
