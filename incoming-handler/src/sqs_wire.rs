@@ -278,11 +278,8 @@ impl SqsWire {
     ) -> Result<Bytes, WireError> {
         let credentials = self.credentials().await?;
         let identity: Identity = credentials.into();
-        let target = TARGETS
-            .iter()
-            .find(|(op, _)| *op == operation)
-            .map(|(_, t)| *t)
-            .unwrap_or(operation);
+        let target = format!("AmazonSQS.{operation}");
+        let target = target.as_str();
         let mut request = http::Request::post(uri.clone())
             .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
             .header("x-amz-target", target)
@@ -325,23 +322,21 @@ impl SqsWire {
                 .request(request)
                 .await
                 .map_err(|e| WireError::Transport(transport_text(&e)))?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let bytes = response
-                .into_body()
+            let (parts, body) = response.into_parts();
+            let bytes = body
                 .collect()
                 .await
                 .map_err(|e| WireError::Transport(e.to_string()))?
                 .to_bytes();
-            Ok::<_, WireError>((status, headers, bytes))
+            Ok::<_, WireError>((parts, bytes))
         };
-        let (status, headers, bytes) = tokio::time::timeout(ATTEMPT_TIMEOUT, exchange)
+        let (parts, bytes) = tokio::time::timeout(ATTEMPT_TIMEOUT, exchange)
             .await
             .map_err(|_| WireError::Timeout)??;
-        if status.is_success() {
+        if parts.status.is_success() {
             Ok(bytes)
         } else {
-            Err(service_error(status.as_u16(), &headers, &bytes))
+            Err(service_error(parts.status.as_u16(), &parts.headers, &bytes))
         }
     }
 
@@ -375,15 +370,6 @@ impl SqsWire {
 }
 
 const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
-
-const TARGETS: &[(&str, &str)] = &[
-    ("ReceiveMessage", "AmazonSQS.ReceiveMessage"),
-    ("DeleteMessageBatch", "AmazonSQS.DeleteMessageBatch"),
-    (
-        "ChangeMessageVisibilityBatch",
-        "AmazonSQS.ChangeMessageVisibilityBatch",
-    ),
-];
 
 /// The SQS endpoint configured in the environment the way the SDK reads it: the service-specific
 /// `AWS_ENDPOINT_URL_SQS`, then `AWS_ENDPOINT_URL`; none when
